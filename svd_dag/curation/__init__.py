@@ -1,0 +1,1 @@
+"""Curation domain code: plain Python, no Dagster imports, testable on its own."""

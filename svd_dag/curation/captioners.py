@@ -1,0 +1,281 @@
+"""Pluggable clip captioners: CoCa (image), V-BLIP (video) and an LLM summary of the two.
+
+Every captioner reports `name`, `version` (exact weights), `weights` ("pretrained" /
+"random" / None when there are none) and `status`. A captioner whose weights the model
+store does not hold is `status="not_configured"` with `detail` saying what to put where,
+and returns None: it never makes up a caption. CoCa alone falls back to a seeded random
+init (so the graph runs end to end anywhere), labelled `weights="random"`.
+
+Model folders (`vblip/`, `llm/`) are transformers `save_pretrained` folders in the store.
+Models load lazily on first use and are cached per process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import threading
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from svd_dag.model_store import ModelStore, file_sha256
+
+FRAME_KINDS = ("image", "video")
+
+_CACHE: dict[tuple, Any] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _cached(key: tuple, build):
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = build()
+        return _CACHE[key]
+
+
+def clear_cache() -> None:
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+@runtime_checkable
+class Captioner(Protocol):
+    name: str
+    kind: str  # "image" | "video" captions frames; "summary" summarises other captions
+    version: str | None
+    weights: str | None  # "pretrained" | "random" | None (not configured)
+    status: str  # "ok" | "not_configured"
+    detail: str
+
+    def caption(self, frames: list[np.ndarray]) -> str | None:
+        """Caption of a clip from its first, middle and last RGB frames (uint8 HxWx3)."""
+        ...
+
+
+class CocaCaptioner:
+    """open_clip CoCa on the clip's middle frame."""
+
+    kind = "image"
+
+    def __init__(self, arch: str = "coca_ViT-B-32", store: ModelStore | None = None, seed: int = 0,
+                 max_tokens: int = 30, top_k: int = 1):
+        from svd_dag.curation.clip_model import open_clip_version
+
+        self.name = "coca"
+        self.arch, self.store, self.seed = arch, store, seed
+        self.max_tokens, self.top_k = max_tokens, top_k
+        self.path = store.find_weights("coca", arch) if store is not None else None
+        self.weights, self.version = open_clip_version(arch, self.path, seed)
+        self.status = "ok"
+        self.detail = (
+            f"weights {self.path}" if self.path else
+            f"no coca/{arch}.safetensors|.pt|.bin in the model store: random init (seed {seed}), captions are noise"
+        )
+
+    def load(self):
+        from svd_dag.curation.clip_model import build_open_clip
+
+        return _cached(("coca", self.arch, self.path, self.seed),
+                       lambda: build_open_clip(self.arch, "coca", self.store, self.seed))
+
+    def caption(self, frames: list[np.ndarray]) -> str | None:
+        import torch
+        from PIL import Image
+
+        if not frames:
+            raise ValueError("caption() needs the clip's frames (first, middle, last)")
+        built = self.load()
+        image = built.preprocess(Image.fromarray(np.ascontiguousarray(frames[len(frames) // 2])))[None]
+        # Seeded sampling without touching the caller's RNG; top_k because beam search
+        # is broken under transformers 5 (see compat.py).
+        with torch.random.fork_rng(devices=[]), torch.inference_mode():
+            torch.manual_seed(self.seed)
+            tokens = built.model.generate(image, generation_type="top_k", top_k=self.top_k, seq_len=self.max_tokens)
+        text = built.tokenizer.decode(tokens[0].tolist())
+        text = text.split("<end_of_text>")[0].replace("<start_of_text>", "")
+        return " ".join(text.split()) or None
+
+
+def find_model_dir(store: ModelStore | None, rel: str) -> str | None:
+    """Local folder of a transformers checkpoint at `rel` in the store (remote files cached)."""
+    if store is None:
+        return None
+    config = store.find(posixpath.join(rel, "config.json"))
+    if config is None:
+        return None
+    if not store.store.is_local and config.startswith(os.path.abspath(store.cache_dir)):
+        # find() copies one file at a time: fetch the rest of the remote folder too.
+        base = store.store.uri(rel).split("://", 1)[-1].rstrip("/")
+        for remote in store.store.fs.find(store.store.uri(rel)):
+            store.find(posixpath.join(rel, remote.split("://", 1)[-1][len(base) + 1:]))
+    return os.path.dirname(config)
+
+
+def folder_sha256(folder: str) -> str:
+    """Hash of a checkpoint folder: every file's relative path and sha256."""
+    h = hashlib.sha256()
+    for root, _, files in sorted(os.walk(folder)):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            h.update(f"{os.path.relpath(path, folder)}\0{file_sha256(path)}\n".encode())
+    return h.hexdigest()
+
+
+class _FolderModel:
+    """Shared state of the transformers-folder captioners."""
+
+    rel = ""
+    what = ""
+
+    def __init__(self, store: ModelStore | None):
+        self.folder = find_model_dir(store, self.rel)
+        if self.folder is None:
+            where = store.describe(self.rel) if store is not None else f"<model store>/{self.rel}"
+            self.status, self.weights, self.version = "not_configured", None, None
+            self.detail = f"put a transformers save_pretrained folder ({self.what}) at {where}/ (with config.json)"
+            return
+        with open(os.path.join(self.folder, "config.json")) as f:
+            self.model_type = json.load(f).get("model_type", "unknown")
+        self.status, self.weights = "ok", "pretrained"
+        self.version = f"{self.rel}:{self.model_type}@sha256:{folder_sha256(self.folder)[:12]}"
+        self.detail = f"weights {self.folder}"
+
+    def _load_error(self, exc: Exception) -> ValueError:
+        return ValueError(f"{self.rel} checkpoint {self.folder} cannot be loaded: {type(exc).__name__}: {exc}")
+
+
+class VideoBlipCaptioner(_FolderModel):
+    """V-BLIP: a BLIP-2 checkpoint whose Q-Former attends to the tokens of all frames.
+
+    As in Video-BLIP, each frame goes through the vision encoder on its own, the frame
+    token sequences are concatenated, and the Q-Former queries the whole sequence, so
+    the language model sees the clip rather than one image.
+    """
+
+    name = "vblip"
+    kind = "video"
+    rel = "vblip"
+    what = "a BLIP-2 / Video-BLIP checkpoint with its processor"
+
+    def __init__(self, store: ModelStore | None, max_tokens: int = 30):
+        super().__init__(store)
+        self.max_tokens = max_tokens
+        if self.status == "ok" and self.model_type != "blip-2":
+            raise ValueError(f"vblip checkpoint {self.folder} has model_type {self.model_type!r}; expected 'blip-2'")
+
+    def load(self):
+        def build():
+            from transformers import AutoProcessor, Blip2ForConditionalGeneration
+
+            try:
+                processor = AutoProcessor.from_pretrained(self.folder, local_files_only=True)
+                model = Blip2ForConditionalGeneration.from_pretrained(self.folder, local_files_only=True)
+            except Exception as exc:
+                raise self._load_error(exc) from exc
+            return processor, model.eval()
+
+        return _cached(("vblip", self.folder), build)
+
+    def caption(self, frames: list[np.ndarray]) -> str | None:
+        import torch
+        from PIL import Image
+
+        if self.status != "ok":
+            return None
+        if not frames:
+            raise ValueError("caption() needs the clip's frames (first, middle, last)")
+        processor, model = self.load()
+        images = [Image.fromarray(np.ascontiguousarray(f)) for f in frames]
+        pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        with torch.inference_mode():
+            frame_tokens = model.vision_model(pixel_values=pixels.to(model.dtype), return_dict=True).last_hidden_state
+            clip_tokens = frame_tokens.reshape(1, -1, frame_tokens.shape[-1])  # [1, frames * tokens, D]
+            query = model.qformer(
+                query_embeds=model.query_tokens.expand(1, -1, -1),
+                encoder_hidden_states=clip_tokens,
+                encoder_attention_mask=torch.ones(clip_tokens.shape[:2], dtype=torch.long),
+                return_dict=True,
+            ).last_hidden_state
+            prefix = model.language_projection(query.to(model.language_projection.weight.dtype))
+            bos = torch.tensor([[model.config.text_config.bos_token_id]])
+            embeds = torch.cat([prefix, model.get_input_embeddings()(bos).to(prefix.dtype)], dim=1)
+            out = model.language_model.generate(
+                inputs_embeds=embeds,
+                attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
+                max_new_tokens=self.max_tokens,
+                do_sample=False,
+            )
+        text = processor.tokenizer.decode(out[0], skip_special_tokens=True).strip()
+        return text or None
+
+
+class LlmSummaryCaptioner(_FolderModel):
+    """A causal LM that condenses the other captions of a clip into one."""
+
+    name = "llm_summary"
+    kind = "summary"
+    rel = "llm"
+    what = "a causal language model with its tokenizer"
+
+    def __init__(self, store: ModelStore | None, max_tokens: int = 40):
+        super().__init__(store)
+        self.max_tokens = max_tokens
+
+    def load(self):
+        def build():
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
+                model = AutoModelForCausalLM.from_pretrained(self.folder, local_files_only=True)
+            except Exception as exc:
+                raise self._load_error(exc) from exc
+            return tokenizer, model.eval()
+
+        return _cached(("llm", self.folder), build)
+
+    def caption(self, frames: list[np.ndarray]) -> str | None:
+        return None  # works on captions, not frames: see summarise()
+
+    @staticmethod
+    def prompt(captions: list[str]) -> str:
+        listed = "\n".join(f"- {c}" for c in captions)
+        return f"Captions of one video clip:\n{listed}\nOne-sentence description of the clip:"
+
+    def summarise(self, captions: list[str]) -> str | None:
+        import torch
+
+        captions = [c for c in captions if c]
+        if self.status != "ok" or not captions:
+            return None
+        tokenizer, model = self.load()
+        text = self.prompt(captions)
+        if getattr(tokenizer, "chat_template", None):
+            ids = tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, return_tensors="pt",
+                return_dict=True,
+            )["input_ids"]
+        else:
+            ids = tokenizer(text, return_tensors="pt")["input_ids"]
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        with torch.inference_mode():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.max_tokens,
+                                 do_sample=False, pad_token_id=pad)
+        summary = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        return summary.splitlines()[0].strip() if summary else None
+
+
+def build_captioners(store: ModelStore | None, coca_arch: str = "coca_ViT-B-32", seed: int = 0) -> list[Captioner]:
+    return [CocaCaptioner(coca_arch, store, seed), VideoBlipCaptioner(store), LlmSummaryCaptioner(store)]
+
+
+def caption_clip(captioners: list[Captioner], frames: list[np.ndarray]) -> dict[str, str | None]:
+    """Every captioner's caption of one clip; summarisers run last, over the others' captions."""
+    out = {c.name: c.caption(frames) for c in captioners if c.kind in FRAME_KINDS}
+    for c in captioners:
+        if c.kind == "summary":
+            out[c.name] = c.summarise([v for v in out.values() if v])  # type: ignore[attr-defined]
+    return out

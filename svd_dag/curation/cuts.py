@@ -1,0 +1,167 @@
+"""SVD's cascaded cut detection, fed from one decode, and the merge of its passes.
+
+Each pass is a PySceneDetect detector fed every `step`-th decoded frame (native fps,
+~15 fps, ~8 fps by default; lower thresholds at lower rates). Low-rate passes see a
+gradual transition as a larger jump, which is why they exist; they also see fast motion
+as a larger jump, which is why their extra cuts are not taken on trust:
+
+- a low-rate cut that lands near a native cut is the same boundary: the native frame
+  is kept and the low-rate pass is added to the boundary's `passes`;
+- a low-rate cut with no native partner is kept only when the colour distribution
+  before and after it really differs (total-variation distance of HSV histograms
+  averaged over half a second each side, motion moves pixels but barely changes the
+  histogram), and it is placed on the native frame where the content flips from
+  "before" to "after" (the middle of a fade, the exact frame of a hard cut).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
+
+DETECTORS = ("content", "adaptive")
+HIST_BINS = (8, 4, 4)  # H, S, V
+
+
+@dataclass(frozen=True)
+class PassConfig:
+    name: str
+    target_fps: float | None  # None: every frame
+    threshold: float
+    detector: str = "content"
+
+    def step(self, native_fps: float) -> int:
+        if self.target_fps is None or self.target_fps >= native_fps:
+            return 1
+        return max(1, int(round(native_fps / self.target_fps)))
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    passes: tuple[PassConfig, ...] = (
+        PassConfig("native", None, 27.0),
+        PassConfig("15fps", 15.0, 22.0),
+        PassConfig("8fps", 8.0, 17.0),
+    )
+    min_scene_len_s: float = 0.5
+    confirm_hist_distance: float = 0.3
+    detect_width: int = 256
+
+    def validate(self) -> None:
+        if not self.passes:
+            raise ValueError("the cascade needs at least one pass")
+        if self.passes[0].target_fps is not None:
+            raise ValueError("the first cascade pass must run at native fps (target_fps=None)")
+        for p in self.passes:
+            if p.detector not in DETECTORS:
+                raise ValueError(f"pass {p.name!r}: detector must be one of {DETECTORS}, got {p.detector!r}")
+            if p.threshold <= 0:
+                raise ValueError(f"pass {p.name!r}: threshold must be > 0, got {p.threshold}")
+        if not 0 < self.confirm_hist_distance <= 1:
+            raise ValueError("confirm_hist_distance is a total-variation distance in (0, 1]")
+
+
+@dataclass
+class Boundary:
+    frame: int
+    passes: list[str] = field(default_factory=list)
+
+
+def _make_detector(p: PassConfig, min_scene_len_s: float):
+    if p.detector == "adaptive":
+        return AdaptiveDetector(adaptive_threshold=p.threshold, min_scene_len=min_scene_len_s)
+    return ContentDetector(threshold=p.threshold, min_scene_len=min_scene_len_s)
+
+
+def frame_histogram(bgr: np.ndarray) -> np.ndarray:
+    hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)
+    h = cv2.calcHist([hsv], [0, 1, 2], None, list(HIST_BINS), [0, 180, 0, 256, 0, 256]).ravel()
+    return (h / max(h.sum(), 1.0)).astype(np.float32)
+
+
+class CascadeDetector:
+    """Feed frames in decode order with `push`; `finish` returns merged boundaries."""
+
+    def __init__(self, cfg: CascadeConfig, native_fps: float):
+        cfg.validate()
+        self.cfg = cfg
+        self.fps = native_fps
+        self.steps = [p.step(native_fps) for p in cfg.passes]
+        self.detectors = [_make_detector(p, cfg.min_scene_len_s) for p in cfg.passes]
+        self.raw_cuts: list[list[int]] = [[] for _ in cfg.passes]
+        self.hists: list[np.ndarray] = []
+        self.last_index = -1
+
+    def push(self, index: int, bgr_small: np.ndarray) -> None:
+        self.last_index = index
+        self.hists.append(frame_histogram(bgr_small))
+        for i, (det, step) in enumerate(zip(self.detectors, self.steps)):
+            if index % step == 0:
+                tc = FrameTimecode(index, fps=self.fps)
+                self.raw_cuts[i].extend(c.frame_num for c in det.process_frame(tc, bgr_small))
+
+    def finish(self) -> list[Boundary]:
+        if self.last_index >= 0:
+            tc = FrameTimecode(self.last_index, fps=self.fps)
+            for i, det in enumerate(self.detectors):
+                self.raw_cuts[i].extend(c.frame_num for c in det.post_process(tc))
+        return merge_cuts(self.raw_cuts, self.cfg, self.steps, np.asarray(self.hists), self.fps)
+
+
+def _tv(a: np.ndarray, b: np.ndarray) -> float:
+    return 0.5 * float(np.abs(a - b).sum())
+
+
+def merge_cuts(
+    raw_cuts: list[list[int]],
+    cfg: CascadeConfig,
+    steps: list[int],
+    hists: np.ndarray,
+    fps: float,
+) -> list[Boundary]:
+    """Merge per-pass cuts into one boundary list (see module docstring)."""
+    names = [p.name for p in cfg.passes]
+    bounds: dict[int, Boundary] = {f: Boundary(f, [names[0]]) for f in sorted(set(raw_cuts[0])) if f > 0}
+
+    # Low-rate cuts: attach to a native boundary, or collect as candidates.
+    candidates: list[tuple[int, int, str]] = []  # (detected frame, step, pass)
+    for name, step, cuts in zip(names[1:], steps[1:], raw_cuts[1:]):
+        for k in sorted(set(cuts)):
+            lo, hi = k - 2 * step - 2, k + 2
+            near = [f for f in bounds if lo <= f <= hi]
+            if near:
+                b = bounds[min(near, key=lambda f: abs(f - k))]
+                if name not in b.passes:
+                    b.passes.append(name)
+            else:
+                candidates.append((k, step, name))
+
+    # Cluster candidates that point at the same transition, then confirm and place each.
+    candidates.sort()
+    clusters: list[list[tuple[int, int, str]]] = []
+    for c in candidates:
+        if clusters and c[0] - clusters[-1][-1][0] <= 2 * max(c[1], clusters[-1][-1][1]) + 2:
+            clusters[-1].append(c)
+        else:
+            clusters.append([c])
+    n = len(hists)
+    half_s = max(1, int(round(0.5 * fps)))
+    for cl in clusters:
+        w0 = max(1, min(k - 2 * s - 2 for k, s, _ in cl))
+        w1 = min(n - 1, max(k for k, _, _ in cl))
+        prev_b = max([0] + [f for f in bounds if f <= w0])
+        next_b = min([n] + [f for f in bounds if f > w1])
+        before = hists[max(prev_b, w0 - half_s) : w0]
+        after = hists[w1 : min(next_b, w1 + half_s)]
+        if len(before) == 0 or len(after) == 0:
+            continue
+        hb, ha = before.mean(axis=0), after.mean(axis=0)
+        if _tv(hb, ha) < cfg.confirm_hist_distance:
+            continue  # motion, not a new shot
+        frame = next((f for f in range(w0, w1 + 1) if _tv(hists[f], ha) < _tv(hists[f], hb)), w1)
+        passes = sorted({name for _, _, name in cl}, key=names.index)
+        bounds[frame] = Boundary(frame, passes)
+    return [bounds[f] for f in sorted(bounds)]

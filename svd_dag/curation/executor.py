@@ -1,0 +1,69 @@
+"""The executor seam for per-video work: `map(fn, items)` with failures kept per item.
+
+The default runs a local process pool sized to the machine; a cluster backend (Ray) only
+has to implement `map` with the same contract. `fn` must be a picklable top-level
+function. One failing item never fails the batch: its outcome carries the reason.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+from svd_dag.curation.media import VideoError
+
+
+@dataclass
+class Outcome:
+    item: Any
+    value: Any = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _run_one(fn: Callable[[Any], Any], item: Any) -> Outcome:
+    try:
+        return Outcome(item, fn(item))
+    except VideoError as e:
+        return Outcome(item, error=str(e))
+    except Exception as e:  # noqa: BLE001 - any crash of one item is reported, the batch goes on
+        last = traceback.extract_tb(e.__traceback__)[-1]
+        return Outcome(item, error=f"{type(e).__name__}: {e} (at {os.path.basename(last.filename)}:{last.lineno})")
+
+
+class VideoExecutor(Protocol):
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Outcome]: ...
+
+
+class LocalProcessExecutor:
+    """A spawn-context process pool (no fork: the parent may hold threads and torch)."""
+
+    def __init__(self, max_workers: int = 0):
+        self.max_workers = max_workers if max_workers > 0 else (os.cpu_count() or 1)
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Outcome]:
+        workers = min(self.max_workers, len(items))
+        if workers <= 1:
+            return [_run_one(fn, item) for item in items]
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_run_one, fn, item) for item in items]
+            results = []
+            for item, fut in zip(items, futures):
+                try:
+                    results.append(fut.result())
+                except Exception as e:  # noqa: BLE001 - a worker that died (OOM, segfault in a decoder)
+                    results.append(Outcome(item, error=f"worker process failed: {type(e).__name__}: {e}"))
+            return results
+
+
+def make_executor(backend: str = "local", max_workers: int = 0) -> VideoExecutor:
+    if backend == "local":
+        return LocalProcessExecutor(max_workers)
+    raise ValueError(f"unknown executor backend {backend!r}: supported: 'local' (Ray is planned)")

@@ -1,0 +1,115 @@
+"""Percentile filtering over the annotation table (SVD section 2.6: annotate once, filter many).
+
+Each criterion removes its worst fraction p of the scored clips: the lowest motion,
+aesthetics and caption similarity, the highest text area. With the scored values sorted
+worst-first, the cutoff is the (floor(p*n)+1)-th value and a clip is removed when it is
+strictly worse than the cutoff: exactly floor(p*n) clips go when values are distinct, and
+clips tied at the cutoff all stay. A clip with no score for a criterion (its scoring
+failed and is quarantined) is reported as unscored, never counted as a low score.
+
+Criteria and their columns come from the fixed table below; thresholds travel as query
+parameters, never formatted into SQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+
+@dataclass(frozen=True)
+class Criterion:
+    column: str
+    worst: str  # "low": small values are bad; "high": large values are bad
+
+
+CRITERIA: dict[str, Criterion] = {
+    "motion": Criterion("motion_score", "low"),
+    "aesthetics": Criterion("aesthetic_score", "low"),
+    "caption_similarity": Criterion("caption_similarity", "low"),
+    "text": Criterion("text_area", "high"),
+}
+# The paper's final choices (SPEC 2.6): fraction of clips removed per criterion.
+PAPER_REMOVE_FRACTIONS = {"motion": 0.25, "aesthetics": 0.25, "caption_similarity": 0.5, "text": 0.25}
+
+
+def validate_fractions(fractions: dict[str, float]) -> dict[str, float]:
+    unknown = sorted(set(fractions) - set(CRITERIA))
+    if unknown:
+        raise ValueError(f"unknown filter criteria {unknown}; known: {sorted(CRITERIA)}")
+    for name, p in fractions.items():
+        if not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+            raise ValueError(f"criterion {name!r}: the fraction removed must be in [0, 1), got {p!r}")
+    return {k: float(v) for k, v in fractions.items()}
+
+
+@dataclass
+class FilterResult:
+    total: int
+    kept_ids: list[str]
+    cutoffs: dict[str, float | None]
+    removed: dict[str, int]
+    unscored: dict[str, int]
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def kept(self) -> int:
+        return len(self.kept_ids)
+
+
+def percentile_filter(
+    con: duckdb.DuckDBPyConnection,
+    fractions: dict[str, float],
+    absolute_max_text_area: float | None = None,
+    source: str = "annotations",
+) -> FilterResult:
+    """Decide every clip of `source` (a table or view with clip_id and the criteria columns)."""
+    fractions = validate_fractions(fractions)
+    total = con.execute(f'SELECT count(*) FROM "{source}"').fetchone()[0]
+    failing: dict[str, set[str]] = {}
+    cutoffs: dict[str, float | None] = {}
+    removed: dict[str, int] = {}
+    unscored: dict[str, int] = {}
+    decisions: list[dict[str, Any]] = []
+    for name, p in fractions.items():
+        crit = CRITERIA[name]
+        col, order = crit.column, ("ASC" if crit.worst == "low" else "DESC")
+        n = con.execute(f'SELECT count({col}) FROM "{source}"').fetchone()[0]
+        unscored[name] = total - n
+        k = math.floor(p * n)
+        cutoff = None
+        if n:
+            cutoff = con.execute(
+                f'SELECT {col} FROM "{source}" WHERE {col} IS NOT NULL ORDER BY {col} {order}, clip_id LIMIT 1 OFFSET ?',
+                [min(k, n - 1)],
+            ).fetchone()[0]
+        worse = "<" if crit.worst == "low" else ">"
+        rows = con.execute(
+            f'SELECT clip_id, {col}, ({col} IS NULL) AS unscored, '
+            f"coalesce({col} {worse} ?, false) AS removed "
+            f'FROM "{source}" ORDER BY clip_id',
+            [cutoff if k > 0 else None],
+        ).fetchall()
+        if name == "text" and absolute_max_text_area is not None:
+            rows = [(cid, v, u, r or (v is not None and v > absolute_max_text_area)) for cid, v, u, r in rows]
+        cutoffs[name] = float(cutoff) if cutoff is not None and k > 0 else None
+        failing[name] = {cid for cid, _, u, r in rows if r or u}
+        removed[name] = sum(1 for _, _, _, r in rows if r)
+        decisions += [
+            {"clip_id": cid, "criterion": name, "value": v, "cutoff": cutoffs[name], "fraction": p,
+             "decision": "unscored" if u else ("removed" if r else "kept")}
+            for cid, v, u, r in rows
+        ]
+    all_ids = [r[0] for r in con.execute(f'SELECT clip_id FROM "{source}" ORDER BY clip_id').fetchall()]
+    out = set().union(*failing.values()) if failing else set()
+    return FilterResult(total, [c for c in all_ids if c not in out], cutoffs, removed, unscored, decisions)
+
+
+def dataset_version(kept_ids: list[str], fractions: dict[str, float], extra: dict[str, Any] | None = None) -> str:
+    payload = {"kept": sorted(kept_ids), "fractions": dict(sorted(fractions.items())), "extra": extra or {}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,107 @@
+"""Opening videos with PyAV (in-process FFmpeg: no ffmpeg binary needed) and probing them.
+
+Every failure becomes a `VideoError` whose message names the file and says what is wrong
+in words a person understands; callers quarantine on it and carry on with the batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+import av
+
+from svd_dag.storage import Store
+
+
+class VideoError(Exception):
+    """A video that cannot be used; str() is the human-readable reason."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    container: str
+    codec: str
+    fps: float
+    frame_count: int  # as the container header states it (0 when the header does not say)
+    width: int
+    height: int
+    duration_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def open_video(store: Store, uri: str) -> Iterator[av.container.InputContainer]:
+    """Open `uri` for decoding; local files by path, remote ones through fsspec."""
+    try:
+        size = store.size(uri)
+    except FileNotFoundError as e:
+        raise VideoError(f"{uri}: file not found") from e
+    if size == 0:
+        raise VideoError(f"{uri}: file is empty (0 bytes)")
+    local = store.local_path(uri)
+    handle = None
+    try:
+        if local is None:
+            handle = store.open(uri, "rb")
+        try:
+            container = av.open(local if local is not None else handle, mode="r")
+        except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+            raise VideoError(f"{uri}: not a readable video container ({_ffmpeg_reason(e)})") from e
+        try:
+            if not container.streams.video:
+                raise VideoError(f"{uri}: the container has no video stream")
+            yield container
+        finally:
+            container.close()
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _ffmpeg_reason(e: Exception) -> str:
+    text = getattr(e, "strerror", None) or str(e)
+    return text.split(":", 1)[0] if "moov atom" not in text else "moov atom not found: truncated mp4"
+
+
+def probe(container: av.container.InputContainer, uri: str) -> VideoInfo:
+    stream = container.streams.video[0]
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not rate or float(rate) <= 0:
+        raise VideoError(f"{uri}: the video stream declares no frame rate")
+    fps = float(rate)
+    ctx = stream.codec_context
+    if not ctx.width or not ctx.height:
+        raise VideoError(f"{uri}: the video stream declares no frame size")
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / 1_000_000
+    else:
+        duration = (stream.frames or 0) / fps
+    frames = int(stream.frames or 0) or int(round(duration * fps))
+    return VideoInfo(
+        container=container.format.name,
+        codec=ctx.name or "unknown",
+        fps=fps,
+        frame_count=frames,
+        width=int(ctx.width),
+        height=int(ctx.height),
+        duration_s=duration,
+    )
+
+
+def probe_uri(store: Store, uri: str) -> VideoInfo:
+    with open_video(store, uri) as container:
+        return probe(container, uri)
+
+
+def scaled_size(width: int, height: int, target_width: int) -> tuple[int, int]:
+    """(w, h) at `target_width` keeping aspect, both even (codecs and swscale like even)."""
+    if width <= target_width:
+        return width - width % 2, height - height % 2
+    h = max(2, int(round(height * target_width / width / 2)) * 2)
+    return target_width, h

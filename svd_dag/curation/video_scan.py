@@ -1,0 +1,166 @@
+"""The one decode of a raw video: cut detection and every frame the annotators need.
+
+A single pass over the decoded frames feeds all cascade passes (small BGR frames) and
+keeps, at `sample_fps` (2 fps, the paper's rate for optical flow), a JPEG of the frame at
+annotator resolution. Annotators (flow, OCR, CLIP, captions) read those samples from
+storage and never open the video again; a clip's first/middle/last frames are its first,
+middle and last samples, which keeps them off the transition frames at its boundaries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+
+import av
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from svd_dag.curation.cuts import Boundary, CascadeConfig, CascadeDetector
+from svd_dag.curation.media import VideoError, VideoInfo, open_video, probe, scaled_size
+from svd_dag.storage import Store
+
+# A header may legitimately over-count by a few frames (edit lists, B-frame delay).
+HEADER_SLACK_FRAMES = 2
+HEADER_SLACK_FRACTION = 0.01
+
+SAMPLES_SCHEMA = pa.schema(
+    [("frame_index", pa.int64()), ("time_s", pa.float64()), ("width", pa.int32()), ("height", pa.int32()), ("jpeg", pa.binary())]
+)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    sample_fps: float = 2.0
+    sample_width: int = 512
+    jpeg_quality: int = 95
+
+    def validate(self) -> None:
+        if not 0 < self.sample_fps <= 30:
+            raise ValueError(f"sample_fps must be in (0, 30], got {self.sample_fps}")
+        if self.sample_width < 64:
+            raise ValueError(f"sample_width must be >= 64, got {self.sample_width}")
+
+
+@dataclass
+class VideoScan:
+    info: VideoInfo
+    frames_decoded: int
+    boundaries: list[Boundary]
+    samples: pa.Table  # SAMPLES_SCHEMA
+    passes: list[str] = field(default_factory=list)
+
+
+def sample_indices(fps: float, sample_fps: float, n_frames_hint: int | None = None):
+    """Frame indices on the global sample grid k / sample_fps seconds (nearest frame)."""
+    k = 0
+    while True:
+        idx = int(round(k * fps / sample_fps))
+        if n_frames_hint is not None and idx >= n_frames_hint:
+            return
+        yield idx
+        k += 1
+
+
+def scan_video(store: Store, uri: str, cascade: CascadeConfig, sampling: SampleConfig) -> VideoScan:
+    """Decode `uri` once; raise VideoError (with the file and reason) if it is unusable."""
+    sampling.validate()
+    with open_video(store, uri) as container:
+        info = probe(container, uri)
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        dw, dh = scaled_size(info.width, info.height, cascade.detect_width)
+        sw, sh = scaled_size(info.width, info.height, sampling.sample_width)
+        detector = CascadeDetector(cascade, info.fps)
+        grid = sample_indices(info.fps, sampling.sample_fps)
+        next_sample = next(grid)
+        rows: dict[str, list] = {k: [] for k in SAMPLES_SCHEMA.names}
+        index = -1
+        try:
+            for frame in container.decode(stream):
+                index += 1
+                small = frame.reformat(width=dw, height=dh, format="bgr24").to_ndarray()
+                detector.push(index, small)
+                if index == next_sample:
+                    big = frame.reformat(width=sw, height=sh, format="bgr24").to_ndarray()
+                    ok, jpg = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, sampling.jpeg_quality])
+                    if not ok:
+                        raise VideoError(f"{uri}: could not encode sample frame {index}")
+                    for key, value in zip(
+                        SAMPLES_SCHEMA.names, (index, index / info.fps, sw, sh, jpg.tobytes())
+                    ):
+                        rows[key].append(value)
+                    next_sample = next(grid)
+        except av.error.FFmpegError as e:
+            raise VideoError(
+                f"{uri}: decoding failed after {index + 1} frames ({getattr(e, 'strerror', None) or e})"
+            ) from e
+    decoded = index + 1
+    if decoded == 0:
+        raise VideoError(f"{uri}: no frame decodes (corrupt or truncated stream)")
+    if info.frame_count and decoded < info.frame_count - max(HEADER_SLACK_FRAMES, HEADER_SLACK_FRACTION * info.frame_count):
+        raise VideoError(
+            f"{uri}: the container header says {info.frame_count} frames but only {decoded} decode "
+            "(truncated file or corrupt metadata)"
+        )
+    return VideoScan(
+        info=info,
+        frames_decoded=decoded,
+        boundaries=detector.finish(),
+        samples=pa.table(rows, schema=SAMPLES_SCHEMA),
+        passes=[p.name for p in cascade.passes],
+    )
+
+
+def clip_id_for(video_sha256: str, start: int, end: int) -> str:
+    return hashlib.sha256(f"{video_sha256}:{start}:{end}".encode()).hexdigest()[:20]
+
+
+def clips_from_boundaries(
+    scan: VideoScan, video_sha256: str, video_uri: str, min_clip_s: float
+) -> tuple[list[dict], int]:
+    """Clip rows between consecutive boundaries; returns (clips, number dropped as too short)."""
+    fps, n = scan.info.fps, scan.frames_decoded
+    edges = [Boundary(0, [])] + [b for b in scan.boundaries if 0 < b.frame < n] + [Boundary(n, [])]
+    sample_frames = scan.samples.column("frame_index").to_pylist()
+    clips, dropped = [], 0
+    for a, b in zip(edges[:-1], edges[1:]):
+        start, end = a.frame, b.frame
+        if (end - start) / fps < min_clip_s:
+            dropped += 1
+            continue
+        inside = [f for f in sample_frames if start <= f < end]
+        clips.append(
+            {
+                "clip_id": clip_id_for(video_sha256, start, end),
+                "video_sha256": video_sha256,
+                "video_uri": video_uri,
+                "start_frame": start,
+                "end_frame": end,
+                "start_s": start / fps,
+                "end_s": end / fps,
+                "duration_s": (end - start) / fps,
+                "fps": fps,
+                "width": scan.info.width,
+                "height": scan.info.height,
+                "boundary_passes": list(a.passes),
+                "end_boundary_passes": list(b.passes),
+                "sample_frames": inside,
+            }
+        )
+    return clips, dropped
+
+
+def samples_to_parquet(samples: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(samples, buf, compression="none")  # JPEG payloads do not compress further
+    return buf.getvalue()
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """RGB uint8 array from stored JPEG bytes."""
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

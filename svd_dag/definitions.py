@@ -1,0 +1,51 @@
+"""The one Definitions root of the svd-dag code location.
+
+The environment is read inside `build_defs` (called by Dagster on every load), never at
+import, so the same code runs on a laptop (embedded defaults under SVD_DAG_HOME) and in
+production (s3:// storage, an MLflow server) by configuration alone.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from svd_dag.assets.curation import curation_assets
+from svd_dag.jobs.curation import new_raw_video_sensor, recuration_job, weekly_recuration
+from svd_dag.resources import CatalogResource, ModelStoreResource, StorageResource, VideoExecutorResource
+from svd_dag.settings import Settings, bundled_samples_dir, load_settings
+
+
+def build_resources(settings: Settings) -> dict:
+    s3_endpoint = os.environ.get("SVD_DAG_S3_ENDPOINT_URL") or None
+    return {
+        "raw_storage": StorageResource(uri=settings.raw_uri or str(bundled_samples_dir()), s3_endpoint_url=s3_endpoint),
+        "storage": StorageResource(uri=settings.storage_uri, s3_endpoint_url=s3_endpoint),
+        "catalog": CatalogResource(path=settings.catalog_path),
+        "model_store": ModelStoreResource(
+            uri=settings.models_uri,
+            cache_dir=os.path.join(settings.home, "model_cache"),
+            fallback_dir=settings.shared_weights_dir,
+        ),
+        "video_executor": VideoExecutorResource(
+            backend=os.environ.get("SVD_DAG_EXECUTOR", "local"),
+            max_workers=int(os.environ.get("SVD_DAG_MAX_WORKERS", "0")),
+        ),
+    }
+
+
+def build_defs(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or load_settings()
+    return dg.Definitions(
+        assets=curation_assets,
+        jobs=[recuration_job],
+        schedules=[weekly_recuration],
+        sensors=[new_raw_video_sensor],
+        resources=build_resources(settings),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_defs()

@@ -1,0 +1,98 @@
+"""One object store interface over local folders and s3:// prefixes (fsspec).
+
+Domain code takes a `Store`; the Dagster resource in `resources/storage.py` only builds
+one from configuration. Writes are atomic on local disk (temp file, then rename) so a
+crash never leaves a half-written artefact under its final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import uuid
+from typing import Any, Iterator
+
+import fsspec
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv")
+
+
+def s3_options_from_env(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """s3fs options from SVD_DAG_S3_ENDPOINT_URL (e.g. MinIO); keys come from the AWS chain."""
+    env = os.environ if env is None else env
+    endpoint = env.get("SVD_DAG_S3_ENDPOINT_URL")
+    return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
+
+
+class Store:
+    """A root URI (local path or s3://bucket/prefix) and the filesystem that serves it."""
+
+    def __init__(self, root: str, storage_options: dict[str, Any] | None = None):
+        self.root = root.rstrip("/") or "/"
+        protocol = fsspec.utils.get_protocol(self.root)
+        self.protocol = "file" if protocol in ("file", "local") else protocol
+        options = dict(storage_options or {})
+        if self.protocol == "s3":
+            options = {**s3_options_from_env(), **options}
+            options.setdefault("default_block_size", 8 * 2**20)
+        self.fs = fsspec.filesystem(self.protocol, **options)
+        if self.is_local:
+            self.root = os.path.abspath(self.root.removeprefix("file://"))
+
+    @property
+    def is_local(self) -> bool:
+        return self.protocol == "file"
+
+    def uri(self, *parts: str) -> str:
+        """Full URI of a path relative to the root (an absolute URI is returned as is)."""
+        if parts and ("://" in parts[0] or parts[0].startswith("/")):
+            return posixpath.join(*parts)
+        return posixpath.join(self.root, *parts) if parts else self.root
+
+    def write_bytes(self, rel: str, data: bytes) -> str:
+        target = self.uri(rel)
+        parent = posixpath.dirname(target)
+        if self.is_local:
+            os.makedirs(parent, exist_ok=True)
+            tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        else:
+            self.fs.pipe_file(target, data)
+        return target
+
+    def read_bytes(self, uri: str) -> bytes:
+        return self.fs.cat_file(self.uri(uri))
+
+    def open(self, uri: str, mode: str = "rb"):
+        return self.fs.open(self.uri(uri), mode)
+
+    def exists(self, uri: str) -> bool:
+        return self.fs.exists(self.uri(uri))
+
+    def size(self, uri: str) -> int:
+        return int(self.fs.size(self.uri(uri)))
+
+    def list_files(self) -> list[str]:
+        """Every file under the root, as full URIs, sorted (the inventory is deterministic)."""
+        if not self.fs.exists(self.root):
+            raise FileNotFoundError(f"raw video root does not exist: {self.root}")
+        found = self.fs.find(self.root)
+        prefix = "s3://" if self.protocol == "s3" else ""
+        return sorted(prefix + p if prefix and not p.startswith(prefix) else p for p in found)
+
+    def local_path(self, uri: str) -> str | None:
+        """A path the OS can open directly, or None when the file is remote."""
+        return self.uri(uri) if self.is_local else None
+
+
+def sha256_of(store: Store, uri: str, chunk: int = 8 * 2**20) -> str:
+    h = hashlib.sha256()
+    with store.open(uri, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+

@@ -1,0 +1,112 @@
+"""CLIP embeddings: random-init ViT-B-32, and the store loader on a tiny registered arch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import skimage.data
+
+from svd_dag.curation import clip_model
+from svd_dag.curation.clip_model import embed_images, embed_texts, load_clip
+from svd_dag.model_store import ModelStore, file_sha256
+
+TINY = "svdtest-tiny-clip"
+TINY_NARROW = "svdtest-tiny-clip-narrow"
+
+
+def _tiny_cfg(embed_dim: int) -> dict:
+    return {
+        "embed_dim": embed_dim,
+        "vision_cfg": {"image_size": 64, "layers": 1, "width": 64, "patch_size": 32, "head_width": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_archs(tmp_path_factory):
+    from svd_dag.curation.compat import import_open_clip
+
+    folder = tmp_path_factory.mktemp("open_clip_cfgs")
+    (folder / f"{TINY}.json").write_text(json.dumps(_tiny_cfg(32)))
+    (folder / f"{TINY_NARROW}.json").write_text(json.dumps(_tiny_cfg(16)))
+    import_open_clip().add_model_config(folder)
+    yield
+    clip_model.clear_cache()
+
+
+@pytest.fixture
+def frames():
+    return [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea()]
+
+
+def _store(tmp_path) -> ModelStore:
+    return ModelStore(str(tmp_path / "models"), str(tmp_path / "cache"))
+
+
+def _save_state(model, path, fmt: str):
+    import torch
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path)) if fmt == "safetensors" else torch.save(state, str(path))
+
+
+def test_random_vit_b32_embeds_images_and_texts(frames):
+    m = load_clip("ViT-B-32", None)
+    assert (m.arch, m.weights, m.version, m.embed_dim) == ("ViT-B-32", "random", "ViT-B-32@random-init-seed0", 512)
+    assert load_clip("ViT-B-32", None) is m  # cached: one load per process
+
+    emb = embed_images(m, frames + [frames[0]])
+    assert emb.shape == (4, 512) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(emb[3], emb[0], atol=1e-6)
+    assert np.abs(emb[0] - emb[1]).max() > 1e-3 and np.abs(emb[1] - emb[2]).max() > 1e-3
+    np.testing.assert_allclose(embed_images(m, frames, batch_size=2), emb[:3], atol=1e-5)
+    assert embed_images(m, []).shape == (0, 512)
+
+    txt = embed_texts(m, ["a cat on a sofa", "a cup of coffee"])
+    assert txt.shape == (2, 512)
+    np.testing.assert_allclose(np.linalg.norm(txt, axis=1), 1.0, atol=1e-5)
+    assert np.abs(txt[0] - txt[1]).max() > 1e-3
+
+
+def test_random_init_is_seeded(frames):
+    a = embed_images(load_clip(TINY, None, seed=0), frames)
+    clip_model.clear_cache()
+    b = embed_images(load_clip(TINY, None, seed=0), frames)
+    c = embed_images(load_clip(TINY, None, seed=1), frames)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-3
+    assert load_clip(TINY, None, seed=1).version == f"{TINY}@random-init-seed1"
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pt"])
+def test_stored_weights_are_loaded_and_versioned(tmp_path, frames, fmt):
+    source = load_clip(TINY, None, seed=7)
+    path = tmp_path / "models" / "clip" / f"{TINY}.{fmt}"
+    _save_state(source.model, path, fmt)
+
+    m = load_clip(TINY, _store(tmp_path), seed=0)
+    assert m.weights == "pretrained"
+    assert m.version == f"{TINY}@sha256:{file_sha256(str(path))[:12]}"
+    np.testing.assert_allclose(embed_images(m, frames), embed_images(source, frames), atol=1e-6)
+    assert np.abs(embed_images(m, frames) - embed_images(load_clip(TINY, None, seed=0), frames)).max() > 1e-3
+
+
+def test_corrupt_weight_file_names_the_file(tmp_path):
+    path = tmp_path / "models" / "clip" / f"{TINY}.pt"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a checkpoint" * 10)
+    with pytest.raises(ValueError, match=str(path)):
+        load_clip(TINY, _store(tmp_path))
+
+
+def test_mismatched_weight_file_names_the_file(tmp_path):
+    path = tmp_path / "models" / "clip" / f"{TINY}.safetensors"
+    _save_state(load_clip(TINY_NARROW, None).model, path, "safetensors")
+    with pytest.raises(ValueError, match="size mismatch") as err:
+        load_clip(TINY, _store(tmp_path))
+    assert str(path) in str(err.value)

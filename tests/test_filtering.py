@@ -1,0 +1,90 @@
+"""Percentile filtering over a real DuckDB annotation table."""
+
+import duckdb
+import numpy as np
+import pytest
+
+from svd_dag.curation.filtering import PAPER_REMOVE_FRACTIONS, dataset_version, percentile_filter
+
+
+@pytest.fixture()
+def con():
+    c = duckdb.connect()
+    rng = np.random.default_rng(0)
+    n = 200
+    c.execute(
+        "CREATE TABLE annotations AS SELECT * FROM (SELECT 'c' || lpad(i::VARCHAR, 4, '0') AS clip_id FROM range(?) t(i))",
+        [n],
+    )
+    for col in ("motion_score", "aesthetic_score", "caption_similarity", "text_area"):
+        c.execute(f"ALTER TABLE annotations ADD COLUMN {col} DOUBLE")
+    ids = [r[0] for r in c.execute("SELECT clip_id FROM annotations ORDER BY clip_id").fetchall()]
+    for cid in ids:
+        c.execute(
+            "UPDATE annotations SET motion_score = ?, aesthetic_score = ?, caption_similarity = ?, text_area = ? WHERE clip_id = ?",
+            [float(v) for v in rng.random(4)] + [cid],
+        )
+    yield c
+    c.close()
+
+
+@pytest.mark.parametrize("criterion, column", [("motion", "motion_score"), ("aesthetics", "aesthetic_score"),
+                                               ("caption_similarity", "caption_similarity"), ("text", "text_area")])
+@pytest.mark.parametrize("fraction", [0.125, 0.25, 0.5])
+def test_each_criterion_removes_the_expected_fraction_of_the_worst(con, criterion, column, fraction):
+    r = percentile_filter(con, {criterion: fraction})
+    assert r.removed[criterion] == int(fraction * 200)
+    assert r.kept == 200 - int(fraction * 200)
+    kept_values = [v for (v,) in con.execute(f"SELECT {column} FROM annotations WHERE clip_id IN (SELECT unnest(?))", [r.kept_ids]).fetchall()]
+    removed_values = [v for (v,) in con.execute(f"SELECT {column} FROM annotations WHERE clip_id NOT IN (SELECT unnest(?))", [r.kept_ids]).fetchall()]
+    if criterion == "text":  # most text is worst
+        assert min(removed_values) > max(kept_values)
+        assert r.cutoffs["text"] == pytest.approx(max(kept_values))
+    else:
+        assert max(removed_values) < min(kept_values)
+        assert r.cutoffs[criterion] == pytest.approx(min(kept_values))
+
+
+def test_paper_defaults_combine_criteria(con):
+    r = percentile_filter(con, PAPER_REMOVE_FRACTIONS)
+    assert r.removed == {"motion": 50, "aesthetics": 50, "caption_similarity": 100, "text": 50}
+    # independent criteria: a clip survives with probability 0.75^3 * 0.5
+    assert 0.1 * 200 < r.kept < 0.32 * 200
+    decisions = {(d["clip_id"], d["criterion"]): d["decision"] for d in r.decisions}
+    for cid in r.kept_ids:
+        assert all(decisions[(cid, c)] == "kept" for c in PAPER_REMOVE_FRACTIONS)
+
+
+def test_unscored_clips_are_not_counted_as_low_scores(con):
+    con.execute("UPDATE annotations SET motion_score = NULL WHERE clip_id IN ('c0000', 'c0001')")
+    r = percentile_filter(con, {"motion": 0.25})
+    assert r.unscored["motion"] == 2
+    assert r.removed["motion"] == int(0.25 * 198)
+    assert "c0000" not in r.kept_ids
+
+
+def test_ties_at_the_cutoff_are_all_kept(con):
+    con.execute("UPDATE annotations SET text_area = 0.0")
+    r = percentile_filter(con, {"text": 0.25})
+    assert r.removed["text"] == 0 and r.kept == 200
+
+
+def test_absolute_text_limit(con):
+    r = percentile_filter(con, {"text": 0.0}, absolute_max_text_area=0.9)
+    over = con.execute("SELECT count(*) FROM annotations WHERE text_area > 0.9").fetchone()[0]
+    assert r.removed["text"] == over > 0
+
+
+@pytest.mark.parametrize("bad, message", [({"sharpness": 0.1}, "unknown filter criteria"), ({"motion": 1.0}, r"\[0, 1\)"),
+                                          ({"motion": "0.2; DROP TABLE annotations"}, "must be in")])
+def test_bad_thresholds_are_rejected(con, bad, message):
+    with pytest.raises(ValueError, match=message):
+        percentile_filter(con, bad)
+    assert con.execute("SELECT count(*) FROM annotations").fetchone()[0] == 200
+
+
+def test_dataset_version_depends_on_kept_clips_and_thresholds():
+    a = dataset_version(["x", "y"], {"motion": 0.25})
+    assert a == dataset_version(["y", "x"], {"motion": 0.25})
+    assert a != dataset_version(["x"], {"motion": 0.25})
+    assert a != dataset_version(["x", "y"], {"motion": 0.5})

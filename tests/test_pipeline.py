@@ -1,0 +1,122 @@
+"""The whole curation group materialized through Dagster into a temporary SVD_DAG_HOME."""
+
+import os
+import shutil
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+import synth
+from svd_dag.catalog import Catalog
+from svd_dag.definitions import build_defs
+from svd_dag.settings import load_settings
+
+ANNOTATION_TABLES = ["motion_scores", "ocr_scores", "clip_embeddings", "aesthetic_scores", "captions", "caption_similarity"]
+
+
+def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    out = {}
+    for ev in result.get_asset_materialization_events():
+        mat = ev.event_specific_data.materialization
+        out[mat.asset_key.to_user_string()] = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, bikes_path):
+    root = tmp_path_factory.mktemp("pipeline")
+    raw = root / "raw"
+    raw.mkdir()
+    shutil.copy(bikes_path, raw / "bikes.mp4")
+    synth.crossfade_video(str(raw / "fade.mp4"))
+    synth.static_video(str(raw / "static.mp4"))
+    synth.zero_byte_file(str(raw / "zero.mp4"))
+    synth.text_file_named_mp4(str(raw / "readme.mp4"))
+    synth.bad_metadata_video(str(raw / "badmeta.mp4"))
+    synth.one_frame_video(str(raw / "oneframe.mp4"))
+    settings = load_settings({"SVD_DAG_HOME": str(root / "home"), "SVD_DAG_RAW_URI": str(raw),
+                              "SVD_DAG_MODELS_URI": str(root / "models")})
+    defs = build_defs(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def("recuration")
+    first = job.execute_in_process(instance=instance)
+    second = job.execute_in_process(instance=instance)
+    third = job.execute_in_process(
+        instance=instance, run_config={"ops": {"motion_scores": {"config": {"flow_width": 256}}}}
+    )
+    return {"settings": settings, "cat": Catalog(settings.catalog_path), "runs": [first, second, third],
+            "meta": [_metadata(r) for r in (first, second, third)]}
+
+
+def test_every_run_succeeds_and_materializes_the_whole_group(world):
+    for run in world["runs"]:
+        assert run.success
+    assert set(world["meta"][0]) == {"raw_videos", "clips", *ANNOTATION_TABLES, "annotations", "lvd_f"}
+
+
+def test_catalog_has_one_table_per_asset_plus_quarantine(world):
+    assert {"raw_videos", "clips", *ANNOTATION_TABLES, "annotations", "lvd_f", "quarantine"} <= world["cat"].tables()
+
+
+def test_bad_inputs_are_quarantined_with_reasons_and_counted(world):
+    q = {(os.path.basename(r["uri"]), r["stage"]): r["reason"] for r in world["cat"].quarantined()}
+    assert "empty (0 bytes)" in q[("zero.mp4", "raw_videos")]
+    assert "not a readable video container" in q[("readme.mp4", "raw_videos")]
+    assert "header says" in q[("badmeta.mp4", "clips")]
+    assert "no clip of at least" in q[("oneframe.mp4", "clips")]
+    meta = world["meta"][0]
+    assert meta["raw_videos"]["quarantined"] == 2
+    assert meta["clips"]["quarantined"] == 2
+
+
+def test_clips_come_from_the_cascade(world):
+    cat = world["cat"]
+    by_video = {os.path.basename(r["video_uri"]): r["n"] for r in
+                cat.rows("SELECT video_uri, count(*) AS n FROM clips GROUP BY video_uri")}
+    assert by_video == {"bikes.mp4": 5, "fade.mp4": 2, "static.mp4": 1}
+    fade_second = cat.rows("SELECT boundary_passes FROM clips WHERE video_uri LIKE '%fade.mp4' AND start_frame > 0")
+    assert "native" not in fade_second[0]["boundary_passes"]
+
+
+def test_every_clip_is_annotated_and_random_weights_are_labelled(world):
+    cat = world["cat"]
+    n = cat.rows("SELECT count(*) AS n FROM clips")[0]["n"]
+    for table in ANNOTATION_TABLES:
+        assert cat.rows(f"SELECT count(DISTINCT clip_id) AS n FROM {table}")[0]["n"] == n, table
+    for table in ("clip_embeddings", "aesthetic_scores", "caption_similarity", "captions"):
+        assert {r["weights"] for r in cat.rows(f"SELECT DISTINCT weights FROM {table}")} == {"random"}, table
+    assert world["meta"][0]["lvd_f"]["weights"].startswith("random")
+    assert "weights=random" in world["meta"][0]["annotations"]["weights"]
+
+
+def test_lvd_f_writes_a_versioned_manifest_with_its_thresholds(world):
+    meta = world["meta"][0]["lvd_f"]
+    manifest = pq.read_table(meta["manifest_uri"])
+    assert manifest.num_rows == meta["kept"] > 0
+    assert set(manifest.column("dataset_version").to_pylist()) == {meta["dataset_version"]}
+    assert b"svd_dag.filter_report" in manifest.schema.metadata
+    assert meta["thresholds"]["remove_fractions"] == {"motion": 0.25, "aesthetics": 0.25, "caption_similarity": 0.5, "text": 0.25}
+    decisions = world["cat"].rows("SELECT count(*) AS n FROM filter_decisions WHERE dataset_version = ?", [meta["dataset_version"]])
+    assert decisions[0]["n"] == 4 * meta["clips_in"]
+
+
+def test_rerun_is_incremental_and_never_duplicates(world):
+    second = world["meta"][1]
+    assert second["clips"]["videos_decoded_this_run"] == 0
+    assert second["clips"]["videos_reused"] == 3
+    for table in ANNOTATION_TABLES:
+        assert second[table]["scored_this_run"] == 0, table
+    cat = world["cat"]
+    assert cat.rows("SELECT count(*) AS n FROM clips")[0]["n"] == 8
+    assert len(cat.quarantined()) == 4
+    assert second["lvd_f"]["dataset_version"] == world["meta"][0]["lvd_f"]["dataset_version"]
+
+
+def test_changing_one_annotator_recomputes_that_annotation_only(world):
+    third = world["meta"][2]
+    assert third["motion_scores"]["scored_this_run"] == 8
+    assert "256px" in third["motion_scores"]["model_version"]
+    for table in ("ocr_scores", "clip_embeddings", "aesthetic_scores", "captions", "caption_similarity"):
+        assert third[table]["scored_this_run"] == 0, table
+    assert third["clips"]["videos_decoded_this_run"] == 0
