@@ -64,6 +64,8 @@ class CocaCaptioner:
                  max_tokens: int = 30, top_k: int = 1):
         from svd_dag.curation.clip_model import open_clip_version
 
+        if max_tokens < 6:  # open_clip's generate() needs seq_len > its min_seq_len of 5
+            raise ValueError(f"max_tokens must be at least 6, got {max_tokens}")
         self.name = "coca"
         self.arch, self.store, self.seed = arch, store, seed
         self.max_tokens, self.top_k = max_tokens, top_k

@@ -53,7 +53,7 @@ def build_open_clip(arch: str, family: str, store: ModelStore | None, seed: int 
     """
     import torch
 
-    from svd_dag.curation.compat import import_open_clip
+    from svd_dag.curation.compat import import_open_clip, init_coca_text_projection
 
     open_clip = import_open_clip()
     if open_clip.get_model_config(arch) is None:
@@ -62,6 +62,7 @@ def build_open_clip(arch: str, family: str, store: ModelStore | None, seed: int 
     with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
         torch.manual_seed(seed)
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
+        pass  # init_coca_text_projection(model)
     if path is not None:
         try:
             open_clip.load_checkpoint(model, path, strict=True, weights_only=True)
