@@ -45,6 +45,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import av  # noqa: E402
+from av.video.reformatter import VideoReformatter  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import scenedetect  # noqa: E402
@@ -74,25 +75,37 @@ TARGET_C_OVER_B = 5.0
 # --------------------------------------------------------------------------- test video
 
 
-def build_test_video(repeats: int) -> Path:
-    """bikes.mp4 concatenated `repeats` times, re-encoded with libx264 (cached by name)."""
+def build_test_video(repeats: int, width: int | None = None) -> Path:
+    """bikes.mp4 concatenated `repeats` times, re-encoded with libx264 (cached by name).
+
+    `width` upscales (bicubic) to stand in for HD footage: decode cost grows with the
+    source's pixels while the detectors' and annotators' inputs keep their fixed sizes.
+    """
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    target = OUT_DIR / f"bikes_x{repeats}.mp4"
+    target = OUT_DIR / (f"bikes_x{repeats}.mp4" if not width else f"bikes_x{repeats}_{width}w.mp4")
     if target.exists():
         return target
     src = bundled_samples_dir() / "bikes.mp4"
     with av.open(str(src)) as c:
         stream = c.streams.video[0]
         fps = Fraction(stream.average_rate)
-        planes = [f.to_ndarray(format="yuv420p") for f in c.decode(stream)]
-    height, width = planes[0].shape[0] * 2 // 3, planes[0].shape[1]
+        cc = stream.codec_context
+        ow, oh = cc.width, cc.height
+        if width:
+            ow, oh = width - width % 2, max(2, round(cc.height * width / cc.width / 2) * 2)
+        # One reformatter, one thread: a fresh SwsContext per frame is slow (see docs/performance.md).
+        rf = VideoReformatter()
+        planes = [
+            rf.reformat(f, width=ow, height=oh, format="yuv420p", interpolation="BICUBIC", threads=1).to_ndarray()
+            for f in c.decode(stream)
+        ]
     tmp = target.with_suffix(".tmp.mp4")
     print(f"building {target.name}: {len(planes)} frames x {repeats} = {len(planes) * repeats} frames "
-          f"({width}x{height} @ {float(fps):g} fps, libx264 crf 23 preset medium) ...", flush=True)
+          f"({ow}x{oh} @ {float(fps):g} fps, libx264 crf 23 preset medium) ...", flush=True)
     t0 = time.perf_counter()
     with av.open(str(tmp), mode="w") as out:
         vs = out.add_stream("libx264", rate=fps)
-        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.width, vs.height, vs.pix_fmt = ow, oh, "yuv420p"
         vs.options = {"crf": "23", "preset": "medium"}
         vs.codec_context.time_base = 1 / fps
         pts = 0
@@ -320,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3, help="runs per variant; the median is reported (default 3)")
     ap.add_argument("--minutes", type=float, default=5.0, help="test video length in minutes (default 5: bikes x30)")
+    ap.add_argument("--width", type=int, default=None,
+                    help="upscale the test video to this width (default: bikes' own 640); e.g. 1920 for HD")
     ap.add_argument("--min-clip-s", type=float, default=2.0, help="clips shorter than this are dropped (default 2)")
     ap.add_argument("--naive-backend", default="opencv", choices=sorted(scenedetect.AVAILABLE_BACKENDS),
                     help="PySceneDetect backend for the naive variant (default: opencv, open_video's default)")
@@ -328,17 +343,22 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     repeats = max(1, round(args.minutes * 60 / SOURCE_SECONDS))
-    video = build_test_video(repeats)
+    cmd = "python benchmarks/curation.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    video = build_test_video(repeats, args.width)
     store = Store(str(OUT_DIR))
     uri = store.uri(video.name)
     sha = file_sha256(video)  # the pipeline hashes at inventory time, not in this stage
 
     print("# Curation benchmark")
+    print(f"command: .venv/bin/{cmd.strip()}")
     print(f"machine: {os.cpu_count()} CPUs ({cpu_model()}), cv2.getNumThreads()={cv2.getNumThreads()}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load avg {os.getloadavg()[0]:.2f}")
     print(f"versions: python {platform.python_version()}, av {av.__version__}, opencv {cv2.__version__}, "
           f"scenedetect {scenedetect.__version__}, numpy {np.__version__}")
-    print(f"video: {video.relative_to(REPO)} ({repeats} x bikes.mp4, {video.stat().st_size / 2**20:.1f} MiB), "
+    with av.open(str(video)) as c:
+        cc = c.streams.video[0].codec_context
+        geometry = f"{cc.width}x{cc.height} @ {float(c.streams.video[0].average_rate):g} fps"
+    print(f"video: {video.relative_to(REPO)} ({repeats} x bikes.mp4, {geometry}, {video.stat().st_size / 2**20:.1f} MiB), "
           f"repeat={args.repeat} (median), min_clip_s={args.min_clip_s}")
     print(f"floor (a): PyAV decode, thread_type={THREAD_TYPE!r} (as scan_video), frames NOT converted "
           "(no swscale / ndarray); (a') adds the 256-wide bgr24 ndarray every detector needs")

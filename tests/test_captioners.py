@@ -94,6 +94,21 @@ def test_coca_seed_and_stored_weights(tmp_path, frames):
     assert stored.caption(frames) == captions[7]
 
 
+def test_shim_repairs_an_open_clip_imported_before_it():
+    import subprocess
+    import sys
+
+    code = (
+        "import open_clip, open_clip.coca_model as c\n"
+        "assert not c._has_transformers  # open_clip 3.3 under transformers 5, unpatched\n"
+        "from svd_dag.curation.compat import import_open_clip\n"
+        "import_open_clip()\n"
+        "assert c._has_transformers and c.GENERATION_TYPES['top_k'] is not None\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_random_coca_decoder_projection_is_seeded():
     # open_clip leaves CoCa's decoder projection as torch.empty: see compat.py.
     from svd_dag.curation.clip_model import build_open_clip

@@ -320,7 +320,9 @@ def ocr_scores(context: dg.AssetExecutionContext, storage: StorageResource, cata
         fractions = [detector.text_area_fraction(f) for f in frames]
         return {"text_area": max(fractions), "frame_text_areas": fractions}
 
-    return _annotate_frames(context, catalog.catalog(), storage, "ocr_scores", "craft", detector.version, "pretrained", "keyframes", score)
+    return _annotate_frames(context, catalog.catalog(), storage, "ocr_scores", "craft", detector.version, "pretrained", "keyframes", score,
+                            extra={"ocr_resolution": "the stored samples (512 px wide by default, see clips.sample_width); "
+                                                     "boxes of 20 px or less are ignored"})
 
 
 class ClipEmbeddingsConfig(dg.Config):
@@ -408,6 +410,7 @@ def aesthetic_scores(context: dg.AssetExecutionContext, catalog: CatalogResource
 
 class CaptionsConfig(dg.Config):
     coca_arch: str = Field(default="coca_ViT-B-32", description="open_clip CoCa architecture (weights from coca/<arch>.*)")
+    coca_max_tokens: int = Field(default=20, description="caption length cap; a random-init CoCa never stops early")
 
 
 @dg.asset(group_name=GROUP, deps=[clips], code_version=source_version("curation/captioners.py", "curation/annotate.py"), kinds={"duckdb", "pytorch"})
@@ -424,9 +427,9 @@ def captions(
     from svd_dag.curation.captioners import build_captioners, caption_clip
 
     cat, store = catalog.catalog(), storage.store()
-    captioners = build_captioners(model_store.model_store(), config.coca_arch)
+    captioners = build_captioners(model_store.model_store(), config.coca_arch, coca_max_tokens=config.coca_max_tokens)
     ready = [c for c in captioners if c.status == "ok"]
-    version = "+".join(f"{c.name}={c.version}" for c in ready)
+    version = "+".join(f"{c.name}={c.version}" for c in ready) + "@" + _digest([getattr(c, "params", None) for c in ready])[:8]
     weights = _combine_weights(*[c.weights or "" for c in ready])
 
     def score(clip: dict, frames: list) -> dict:

@@ -24,6 +24,7 @@ HEAD_FILES: dict[str, tuple[str, ...]] = {
     "ViT-B-32": ("sa_0_4_vit_b_32_linear.pth",),
     "ViT-B-16": ("sa_0_4_vit_b_16_linear.pth",),
 }
+CLIP_EMBED_DIMS = {"ViT-L-14": 768, "ViT-B-32": 512, "ViT-B-16": 512}
 STORE_DIRS = ("aesthetic", "laion-aesthetic")
 
 
@@ -89,15 +90,11 @@ def load_aesthetic_head(arch: str, store: ModelStore) -> AestheticHead:
                 looked += [store.describe(rel)] + [os.path.join(d, rel) for d in store.extra_local_dirs]
                 continue
             module, kind, dim = _build(file, path)
-            expected = _expected_dim(arch)
-            if expected is not None and dim != expected:
+            expected = CLIP_EMBED_DIMS[arch]
+            if dim != expected:
                 raise ValueError(f"aesthetic head {path} takes {dim}-d embeddings but CLIP {arch} gives {expected}")
             return AestheticHead(module, file, kind, f"{file}@sha256:{file_sha256(path)[:12]}", dim)
     raise FileNotFoundError(f"no LAION aesthetic head for CLIP {arch}: looked for {', '.join(looked)}")
-
-
-def _expected_dim(arch: str) -> int | None:
-    return {"ViT-L-14": 768, "ViT-B-32": 512, "ViT-B-16": 512}.get(arch)
 
 
 def score_embeddings(head: AestheticHead, emb: np.ndarray) -> np.ndarray:

@@ -69,6 +69,8 @@ class CocaCaptioner:
         self.name = "coca"
         self.arch, self.store, self.seed = arch, store, seed
         self.max_tokens, self.top_k = max_tokens, top_k
+        self.params = {"frame": "middle", "generation_type": "top_k", "top_k": top_k, "max_tokens": max_tokens,
+                       "seed": seed}  # generation settings, for lineage next to `version`
         self.path = store.find_weights("coca", arch) if store is not None else None
         self.weights, self.version = open_clip_version(arch, self.path, seed)
         self.status = "ok"
@@ -78,9 +80,9 @@ class CocaCaptioner:
         )
 
     def load(self):
-        from svd_dag.curation.clip_model import build_open_clip
+        from svd_dag.curation.clip_model import build_open_clip, file_key
 
-        return _cached(("coca", self.arch, self.path, self.seed),
+        return _cached(("coca", self.arch, file_key(self.path), self.seed),
                        lambda: build_open_clip(self.arch, "coca", self.store, self.seed))
 
     def caption(self, frames: list[np.ndarray]) -> str | None:
@@ -108,7 +110,7 @@ def find_model_dir(store: ModelStore | None, rel: str) -> str | None:
     config = store.find(posixpath.join(rel, "config.json"))
     if config is None:
         return None
-    if not store.store.is_local and config.startswith(os.path.abspath(store.cache_dir)):
+    if not store.store.is_local and store.store.exists(posixpath.join(rel, "config.json")):
         # find() copies one file at a time: fetch the rest of the remote folder too.
         base = store.store.uri(rel).split("://", 1)[-1].rstrip("/")
         for remote in store.store.fs.find(store.store.uri(rel)):
@@ -170,16 +172,20 @@ class VideoBlipCaptioner(_FolderModel):
 
     def load(self):
         def build():
+            import torch
             from transformers import AutoProcessor, Blip2ForConditionalGeneration
 
             try:
                 processor = AutoProcessor.from_pretrained(self.folder, local_files_only=True)
-                model = Blip2ForConditionalGeneration.from_pretrained(self.folder, local_files_only=True)
+                # float32: transformers 5 defaults to the checkpoint's dtype (often fp16), slow or
+                # unsupported on CPU.
+                model = Blip2ForConditionalGeneration.from_pretrained(
+                    self.folder, local_files_only=True, dtype=torch.float32)
             except Exception as exc:
                 raise self._load_error(exc) from exc
             return processor, model.eval()
 
-        return _cached(("vblip", self.folder), build)
+        return _cached(("vblip", self.folder, self.version), build)
 
     def caption(self, frames: list[np.ndarray]) -> str | None:
         import torch
@@ -201,9 +207,11 @@ class VideoBlipCaptioner(_FolderModel):
                 encoder_attention_mask=torch.ones(clip_tokens.shape[:2], dtype=torch.long),
                 return_dict=True,
             ).last_hidden_state
-            prefix = model.language_projection(query.to(model.language_projection.weight.dtype))
-            bos = torch.tensor([[model.config.text_config.bos_token_id]])
-            embeds = torch.cat([prefix, model.get_input_embeddings()(bos).to(prefix.dtype)], dim=1)
+            embeds = model.language_projection(query.to(model.language_projection.weight.dtype))
+            bos = model.config.text_config.bos_token_id
+            if bos is not None:  # decoder-only LMs (OPT) start after BOS; T5's encoder has none
+                bos_embed = model.get_input_embeddings()(torch.tensor([[bos]])).to(embeds.dtype)
+                embeds = torch.cat([embeds, bos_embed], dim=1)
             out = model.language_model.generate(
                 inputs_embeds=embeds,
                 attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
@@ -228,16 +236,17 @@ class LlmSummaryCaptioner(_FolderModel):
 
     def load(self):
         def build():
+            import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             try:
                 tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
-                model = AutoModelForCausalLM.from_pretrained(self.folder, local_files_only=True)
+                model = AutoModelForCausalLM.from_pretrained(self.folder, local_files_only=True, dtype=torch.float32)
             except Exception as exc:
                 raise self._load_error(exc) from exc
             return tokenizer, model.eval()
 
-        return _cached(("llm", self.folder), build)
+        return _cached(("llm", self.folder, self.version), build)
 
     def caption(self, frames: list[np.ndarray]) -> str | None:
         return None  # works on captions, not frames: see summarise()
@@ -270,8 +279,10 @@ class LlmSummaryCaptioner(_FolderModel):
         return summary.splitlines()[0].strip() if summary else None
 
 
-def build_captioners(store: ModelStore | None, coca_arch: str = "coca_ViT-B-32", seed: int = 0) -> list[Captioner]:
-    return [CocaCaptioner(coca_arch, store, seed), VideoBlipCaptioner(store), LlmSummaryCaptioner(store)]
+def build_captioners(store: ModelStore | None, coca_arch: str = "coca_ViT-B-32", seed: int = 0,
+                     coca_max_tokens: int = 30) -> list[Captioner]:
+    return [CocaCaptioner(coca_arch, store, seed, max_tokens=coca_max_tokens), VideoBlipCaptioner(store),
+            LlmSummaryCaptioner(store)]
 
 
 def caption_clip(captioners: list[Captioner], frames: list[np.ndarray]) -> dict[str, str | None]:

@@ -8,6 +8,9 @@ Loaded models are cached per process (one load per arch / weights file / seed).
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -59,10 +62,16 @@ def build_open_clip(arch: str, family: str, store: ModelStore | None, seed: int 
     if open_clip.get_model_config(arch) is None:
         raise ValueError(f"unknown open_clip architecture {arch!r}")
     path = store.find_weights(family, arch) if store is not None else None
-    with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
-        torch.manual_seed(seed)
-        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
-        pass  # init_coca_text_projection(model)
+    root, quiet = logging.getLogger(), _DropRandomInitWarning()
+    if path is not None:
+        root.addFilter(quiet)
+    try:
+        with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
+            torch.manual_seed(seed)
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
+            init_coca_text_projection(model)
+    finally:
+        root.removeFilter(quiet)
     if path is not None:
         try:
             open_clip.load_checkpoint(model, path, strict=True, weights_only=True)
@@ -75,17 +84,38 @@ def build_open_clip(arch: str, family: str, store: ModelStore | None, seed: int 
     return OpenClipBuild(model, preprocess, open_clip.get_tokenizer(arch), weights, version, path)
 
 
+class _DropRandomInitWarning(logging.Filter):
+    """open_clip warns "initialized randomly" when built with pretrained=None; when the
+    stored weights are loaded right after, that line would mislead whoever reads the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
 def open_clip_version(arch: str, path: str | None, seed: int) -> tuple[str, str]:
     """(weights label, version) of `arch` built from `path`, or random-init with `seed`."""
     if path is not None:
-        return "pretrained", f"{arch}@sha256:{file_sha256(path)[:12]}"
+        return "pretrained", f"{arch}@sha256:{_sha256_of(*file_key(path))[:12]}"
     return "random", f"{arch}@random-init-seed{seed}"
 
 
+def file_key(path: str | None) -> tuple | None:
+    """Cache key of a weight file: a file replaced in place is a different file."""
+    if path is None:
+        return None
+    st = os.stat(path)
+    return (path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)  # multi-GB checkpoints: hash each file version once per process
+
+
 def load_clip(arch: str, store: ModelStore | None, seed: int = 0) -> ClipModel:
-    """The CLIP model `arch` (e.g. "ViT-B-32"), cached per (arch, weights path, seed)."""
+    """The CLIP model `arch` (e.g. "ViT-B-32"), cached per (arch, weights file, seed)."""
     path = store.find_weights("clip", arch) if store is not None else None
-    key = (arch, path, seed)
+    key = (arch, file_key(path), seed)
     with _CACHE_LOCK:
         if key not in _CACHE:
             from svd_dag.curation.compat import import_open_clip
