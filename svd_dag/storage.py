@@ -63,6 +63,22 @@ class Store:
             self.fs.pipe_file(target, data)
         return target
 
+    def put_dir(self, local_dir: str, rel: str) -> str:
+        """Copy a local folder to `rel` under the root; local targets are swapped in atomically."""
+        target = self.uri(rel)
+        if self.is_local:
+            import shutil
+
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            staging = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+            shutil.copytree(local_dir, staging)
+            if os.path.exists(target):
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        else:
+            self.fs.put(local_dir.rstrip("/") + "/", target + "/", recursive=True)
+        return target
+
     def read_bytes(self, uri: str) -> bytes:
         return self.fs.cat_file(self.uri(uri))
 

@@ -1,0 +1,89 @@
+"""The frozen parts around the UNet: the VAE and the open_clip text tower.
+
+Full profile: SD 2.1's VAE (a diffusers `vae/` folder in the model store, with SVD's
+temporal decoder) and OpenCLIP ViT-H-14's text tower (`clip/ViT-H-14.*`). Tiny profile: a
+small `AutoencoderKLTemporalDecoder` and a one-layer open_clip text tower, random init
+with a fixed seed (labelled `weights=random`), so every stage of a tiny run sees the same
+latent space and the fine-tunes stay loadable by diffusers' SVD pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from svd_dag.model_store import ModelStore
+
+CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+TINY_TEXT_ARCH = "svd-tiny-text"
+
+TINY_VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 3,
+    "block_out_channels": [32, 32, 64],
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "sample_size": 32,
+    "scaling_factor": 0.18215,
+}
+
+
+@dataclass
+class TextEncoder:
+    model: Any
+    tokenizer: Any
+    arch: str
+    weights: str
+    version: str
+    width: int
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
+        """Per-token hidden states [B, T, width] (what the UNet cross-attends to)."""
+        m = self.model
+        tokens = self.tokenizer([t or "" for t in texts]).to(device)
+        x = m.token_embedding(tokens) + m.positional_embedding
+        x = m.transformer(x, attn_mask=m.attn_mask)
+        return m.ln_final(x)
+
+
+def load_text_encoder(arch: str, store: ModelStore | None, seed: int = 0) -> TextEncoder:
+    from svd_dag.curation.clip_model import build_open_clip, open_clip_version
+    from svd_dag.curation.compat import import_open_clip
+
+    import_open_clip().add_model_config(CONFIG_DIR)
+    built = build_open_clip(arch, "clip", store, seed)
+    path = store.find_weights("clip", arch) if store is not None else None
+    weights, version = open_clip_version(arch, path, seed)
+    model = built.model.eval().requires_grad_(False)
+    return TextEncoder(model, built.tokenizer, arch, weights, version, int(model.ln_final.normalized_shape[0]))
+
+
+def build_vae(profile: str, store: ModelStore | None, seed: int = 0):
+    """(vae, weights label, version). A stored `vae/` folder wins over the tiny random init."""
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    folder = store.find("vae/config.json") if store is not None else None
+    if folder:
+        vae = AutoencoderKLTemporalDecoder.from_pretrained(os.path.dirname(folder))
+        return vae.eval().requires_grad_(False), "pretrained", f"vae@{os.path.dirname(folder)}"
+    if profile == "full":
+        raise FileNotFoundError(
+            "the full profile needs SD 2.1's VAE with SVD's temporal decoder as a diffusers folder at "
+            f"{store.describe('vae') if store else '<model store>/vae'}/"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKLTemporalDecoder(**TINY_VAE_CONFIG)
+    return vae.eval().requires_grad_(False), "random", f"tiny-vae@random-init-seed{seed}"
+
+
+@torch.no_grad()
+def encode_frames(vae, frames: torch.Tensor) -> torch.Tensor:
+    """[N, 3, H, W] in [-1, 1] -> scaled latents [N, C, h, w] (a sample of the posterior)."""
+    return vae.encode(frames).latent_dist.sample() * vae.config.scaling_factor
