@@ -29,6 +29,15 @@ CREATE TABLE IF NOT EXISTS quarantine (
 """
 
 
+def _untyped_nulls_as_text(data: pa.Table) -> pa.Table:
+    """A column that is all None in the first batch would create a NULL-typed column that
+    later values cannot be cast into; make it VARCHAR instead."""
+    for i, f in enumerate(data.schema):
+        if pa.types.is_null(f.type):
+            data = data.set_column(i, pa.field(f.name, pa.string()), data.column(i).cast(pa.string()))
+    return data
+
+
 class Catalog:
     def __init__(self, path: str, lock_timeout_s: float = 120.0):
         self.path = path
@@ -72,6 +81,7 @@ class Catalog:
 
     def upsert(self, name: str, data: pa.Table, key: Sequence[str]) -> None:
         """Insert `data`, replacing rows with the same key: re-running never duplicates."""
+        data = _untyped_nulls_as_text(data)
         with self.connect() as con:
             con.register("incoming", data)
             con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS SELECT * FROM incoming LIMIT 0')

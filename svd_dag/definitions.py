@@ -12,8 +12,11 @@ import os
 import dagster as dg
 
 from svd_dag.assets.curation import curation_assets
+from svd_dag.assets.training import training_assets
 from svd_dag.jobs.curation import new_raw_video_sensor, recuration_job, weekly_recuration
-from svd_dag.resources import CatalogResource, ModelStoreResource, StorageResource, VideoExecutorResource
+from svd_dag.jobs.training import training_job
+from svd_dag.resources import (CatalogResource, MlflowResource, ModelStoreResource, StorageResource,
+                               TrainingLauncherResource, VideoExecutorResource)
 from svd_dag.settings import Settings, bundled_samples_dir, load_settings
 
 
@@ -28,6 +31,15 @@ def build_resources(settings: Settings) -> dict:
             cache_dir=os.path.join(settings.home, "model_cache"),
             fallback_dir=settings.shared_weights_dir,
         ),
+        "mlflow": MlflowResource(
+            tracking_uri=settings.mlflow_tracking_uri,
+            artifact_location=os.environ.get("SVD_DAG_MLFLOW_ARTIFACTS") or os.path.join(settings.storage_uri, "mlflow-artifacts"),
+        ),
+        "launcher": TrainingLauncherResource(
+            state_root=os.path.join(settings.home, "train_state"),
+            num_processes=int(os.environ.get("SVD_DAG_TRAIN_PROCESSES", "1")),
+            mixed_precision=os.environ.get("SVD_DAG_MIXED_PRECISION", "no"),
+        ),
         "video_executor": VideoExecutorResource(
             backend=os.environ.get("SVD_DAG_EXECUTOR", "local"),
             max_workers=int(os.environ.get("SVD_DAG_MAX_WORKERS", "0")),
@@ -38,8 +50,8 @@ def build_resources(settings: Settings) -> dict:
 def build_defs(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     return dg.Definitions(
-        assets=curation_assets,
-        jobs=[recuration_job],
+        assets=[*curation_assets, *training_assets],
+        jobs=[recuration_job, training_job],
         schedules=[weekly_recuration],
         sensors=[new_raw_video_sensor],
         resources=build_resources(settings),

@@ -23,3 +23,10 @@ def test_quarantine_is_idempotent_and_releasable(tmp_path):
     assert cat.quarantined("clips")[0]["reason"] == "x.mp4: still truncated"
     cat.release_from_quarantine("clips", ["s3://b/x.mp4"])
     assert [r["stage"] for r in cat.quarantined()] == ["raw_videos"]
+
+
+def test_a_column_that_starts_all_null_accepts_values_later(tmp_path):
+    cat = Catalog(str(tmp_path / "c.duckdb"))
+    cat.upsert("t", pa.Table.from_pylist([{"k": "a", "parent": None}]), key=["k"])
+    cat.upsert("t", pa.Table.from_pylist([{"k": "b", "parent": "a"}]), key=["k"])
+    assert cat.rows("SELECT parent FROM t ORDER BY k") == [{"parent": None}, {"parent": "a"}]

@@ -540,6 +540,27 @@ def annotations(context: dg.AssetExecutionContext, storage: StorageResource, cat
     )
 
 
+def weights_label(cat: Catalog) -> str:
+    """'pretrained', or 'random (<annotators>)' when any current score came from random weights."""
+    random_parts = [r["annotator"] for r in cat.rows("SELECT annotator FROM annotator_versions WHERE weights = 'random'")]
+    return f"random ({', '.join(random_parts)})" if random_parts else "pretrained"
+
+
+def write_dataset_version(cat: Catalog, store, asset: str, version: str, kept: pa.Table, report: dict) -> str:
+    """Write a dataset version: Parquet manifest + report in storage, the catalog table
+    named after the asset (the current version) and a row in `dataset_versions` (history)."""
+    kept = kept.replace_schema_metadata({"svd_dag.filter_report": json.dumps(report)})
+    buf = io.BytesIO()
+    pq.write_table(kept, buf)
+    manifest_uri = store.write_bytes(f"{asset}/{version}/manifest.parquet", buf.getvalue())
+    store.write_bytes(f"{asset}/{version}/filter_report.json", json.dumps(report, indent=2).encode())
+    cat.replace_table(asset, kept)
+    cat.upsert("dataset_versions", pa.Table.from_pylist([{
+        "dataset_version": version, "asset": asset, "manifest_uri": manifest_uri, "kept": report["kept"],
+        "total": report["total"], "report": json.dumps(report), "created_at": _now()}]), key=["dataset_version"])
+    return manifest_uri
+
+
 class LvdFConfig(dg.Config):
     motion_remove: float = Field(default=0.25, description="fraction of clips removed for lowest motion")
     aesthetics_remove: float = Field(default=0.25, description="fraction removed for lowest aesthetic score")
@@ -580,9 +601,7 @@ def lvd_f(context: dg.AssetExecutionContext, config: LvdFConfig, storage: Storag
         result = percentile_filter(con, fractions, absolute_max_text_area=config.text_max_area)
     thresholds = {"remove_fractions": fractions, "text_max_area": config.text_max_area}
     version = dataset_version(result.kept_ids, fractions, {"text_max_area": config.text_max_area})
-    random_parts = [r["annotator"] for r in cat.rows("SELECT annotator FROM annotator_versions WHERE weights = 'random'")]
-    weights = f"random ({', '.join(random_parts)})" if random_parts else "pretrained"
-
+    weights = weights_label(cat)
     kept = cat.query(
         f"SELECT {MANIFEST_COLUMNS}, ? AS dataset_version FROM annotations WHERE clip_id IN (SELECT unnest(?)) ORDER BY clip_id",
         [version, result.kept_ids],
@@ -591,19 +610,10 @@ def lvd_f(context: dg.AssetExecutionContext, config: LvdFConfig, storage: Storag
     report = {"dataset_version": version, "thresholds": thresholds, "cutoffs": result.cutoffs,
               "removed_by_criterion": result.removed, "unscored": result.unscored, "total": result.total,
               "kept": result.kept, "weights": weights, "created_at": _now().isoformat()}
-    kept = kept.replace_schema_metadata({"svd_dag.filter_report": json.dumps(report)})
-    buf = io.BytesIO()
-    pq.write_table(kept, buf)
-    manifest_uri = store.write_bytes(f"lvd_f/{version}/manifest.parquet", buf.getvalue())
-    store.write_bytes(f"lvd_f/{version}/filter_report.json", json.dumps(report, indent=2).encode())
-
-    cat.replace_table("lvd_f", kept)
+    manifest_uri = write_dataset_version(cat, store, "lvd_f", version, kept, report)
     decisions = [{**d, "dataset_version": version} for d in result.decisions]
     if decisions:
         cat.upsert("filter_decisions", pa.Table.from_pylist(decisions), key=["dataset_version", "clip_id", "criterion"])
-    cat.upsert("dataset_versions", pa.Table.from_pylist([{
-        "dataset_version": version, "asset": "lvd_f", "manifest_uri": manifest_uri, "kept": result.kept,
-        "total": result.total, "report": json.dumps(report), "created_at": _now()}]), key=["dataset_version"])
 
     column_of = {"motion": "motion_score", "text": "text_area", "aesthetics": "aesthetic_score",
                  "caption_similarity": "caption_similarity"}

@@ -2,7 +2,16 @@
 
 from svd_dag.resources.catalog import CatalogResource
 from svd_dag.resources.executor import VideoExecutorResource
+from svd_dag.resources.launcher import TrainingLauncherResource
 from svd_dag.resources.models import ModelStoreResource
 from svd_dag.resources.storage import StorageResource
+from svd_dag.resources.tracking import MlflowResource
 
-__all__ = ["CatalogResource", "ModelStoreResource", "StorageResource", "VideoExecutorResource"]
+__all__ = [
+    "CatalogResource",
+    "MlflowResource",
+    "ModelStoreResource",
+    "StorageResource",
+    "TrainingLauncherResource",
+    "VideoExecutorResource",
+]

@@ -1,0 +1,212 @@
+"""Training group: the stage-III subset and the three stage checkpoints of SVD.
+
+`lvd_f` -> `stage1_image_checkpoint` -> `stage2_video_checkpoint` -> `stage3_hq_checkpoint`
+(with `hq_finetune_set`). Each checkpoint is one `accelerate launch` of
+`svd_dag.training.train` through Dagster Pipes (the launcher resource), one MLflow run
+with the dataset logged as an input and the checkpoint as a logged model, and one row in
+the catalog's `checkpoints` table: the lineage from weights back to dataset version.
+"""
+
+import datetime as dt
+import hashlib
+import json
+import os
+from typing import Optional
+
+import dagster as dg
+import pyarrow as pa
+from pydantic import Field
+
+from svd_dag.assets.common import source_version, uri_metadata
+from svd_dag.assets.curation import MANIFEST_COLUMNS, lvd_f, weights_label, write_dataset_version
+from svd_dag.catalog import Catalog
+from svd_dag.resources import (CatalogResource, MlflowResource, ModelStoreResource, StorageResource,
+                               TrainingLauncherResource)
+
+GROUP = "training"
+TRAINING_CODE = source_version("training/train.py", "training/edm.py", "training/unets.py", "training/conditioning.py",
+                               "training/data.py", "training/clip_reader.py", "training/components.py",
+                               "training/config.py")
+
+
+class HqSetConfig(dg.Config):
+    motion_remove: float = Field(default=0.25, description="further fraction of lvd_f removed for lowest motion")
+    aesthetics_remove: float = Field(default=0.5, description="further fraction removed for lowest aesthetics")
+    caption_similarity_remove: float = Field(default=0.25, description="further fraction removed for lowest caption similarity")
+    text_remove: float = Field(default=0.0, description="further fraction removed for most text")
+
+    def fractions(self) -> dict[str, float]:
+        return {"motion": self.motion_remove, "aesthetics": self.aesthetics_remove,
+                "caption_similarity": self.caption_similarity_remove, "text": self.text_remove}
+
+
+@dg.asset(group_name=GROUP, deps=[lvd_f], code_version=source_version("curation/filtering.py"), kinds={"duckdb", "parquet"},
+          check_specs=[dg.AssetCheckSpec("keeps_clips", asset="hq_finetune_set", blocking=True)])
+def hq_finetune_set(context: dg.AssetExecutionContext, config: HqSetConfig, storage: StorageResource,
+                    catalog: CatalogResource) -> dg.MaterializeResult:
+    """The small high-quality subset for stage III: the same percentile filters as `lvd_f`,
+    stricter, applied within the current `lvd_f` version (the paper: ~250K of ~152M clips).
+    Versioned Parquet manifest like `lvd_f`'s, with its thresholds and parent version.
+    """
+    from svd_dag.curation.filtering import dataset_version, percentile_filter
+
+    cat, store = catalog.catalog(), storage.store()
+    parent = _current_dataset(cat, "lvd_f")
+    fractions = config.fractions()
+    with cat.connect() as con:
+        con.execute("CREATE TEMP VIEW hq_source AS SELECT * FROM annotations WHERE clip_id IN (SELECT clip_id FROM lvd_f)")
+        result = percentile_filter(con, fractions, source="hq_source")
+    version = dataset_version(result.kept_ids, fractions, {"parent": parent["dataset_version"]})
+    kept = cat.query(f"SELECT {MANIFEST_COLUMNS}, ? AS dataset_version FROM annotations "
+                     "WHERE clip_id IN (SELECT unnest(?)) ORDER BY clip_id", [version, result.kept_ids])
+    report = {"dataset_version": version, "parent_dataset_version": parent["dataset_version"],
+              "thresholds": {"remove_fractions": fractions}, "cutoffs": result.cutoffs,
+              "removed_by_criterion": result.removed, "unscored": result.unscored, "total": result.total,
+              "kept": result.kept, "weights": weights_label(cat), "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+    manifest_uri = write_dataset_version(cat, store, "hq_finetune_set", version, kept, report)
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
+        metadata={"dagster/row_count": result.kept, "dataset_version": version, "parent_dataset_version": parent["dataset_version"],
+                  "clips_in": result.total, "removed_by_criterion": dg.MetadataValue.json(result.removed),
+                  "cutoffs": dg.MetadataValue.json(result.cutoffs), "manifest_uri": uri_metadata(manifest_uri),
+                  "weights": report["weights"]},
+        check_results=[dg.AssetCheckResult(check_name="keeps_clips", passed=result.kept > 0, metadata={"kept": result.kept})],
+    )
+
+
+def _current_dataset(cat: Catalog, asset: str) -> dict:
+    rows = cat.rows("SELECT d.* FROM dataset_versions d JOIN (SELECT DISTINCT dataset_version FROM " + f'"{asset}"'
+                    ") cur USING (dataset_version) WHERE d.asset = ?", [asset]) if asset in cat.tables() else []
+    if not rows:
+        raise RuntimeError(f"{asset} has no current version: materialize it first")
+    return rows[0]
+
+
+def _current_checkpoint(cat: Catalog, asset: str) -> dict:
+    rows = cat.rows("SELECT * FROM checkpoints WHERE asset = ? ORDER BY created_at DESC LIMIT 1", [asset]) \
+        if "checkpoints" in cat.tables() else []
+    if not rows:
+        raise RuntimeError(f"{asset} has no checkpoint yet: materialize it first")
+    return rows[0]
+
+
+class StageConfig(dg.Config):
+    profile: str = Field(default="tiny", description="tiny (CPU, minutes) | full (the paper's configuration, GPUs)")
+    steps: Optional[int] = Field(default=None, description="override the profile's step count")
+    batch_size: Optional[int] = None
+    learning_rate: Optional[float] = None
+    checkpoint_every: Optional[int] = None
+    seed: int = 0
+
+    def overrides(self) -> dict:
+        return {k: v for k, v in {"steps": self.steps, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
+                                  "checkpoint_every": self.checkpoint_every, "seed": self.seed}.items() if v is not None}
+
+
+def _train_stage(context: dg.AssetExecutionContext, stage_key: str, config: StageConfig, dataset_asset: str,
+                 parent_asset: Optional[str], storage: StorageResource, catalog: CatalogResource,
+                 model_store: ModelStoreResource, mlflow: MlflowResource, launcher: TrainingLauncherResource,
+                 ) -> dg.MaterializeResult:
+    from svd_dag.training.config import STAGE_PRESETS, TrainConfig
+
+    cat, store = catalog.catalog(), storage.store()
+    dataset = _current_dataset(cat, dataset_asset)
+    parent = _current_checkpoint(cat, parent_asset) if parent_asset else None
+    if config.profile not in STAGE_PRESETS[stage_key]:
+        raise ValueError(f"profile must be one of {sorted(STAGE_PRESETS[stage_key])}, got {config.profile!r}")
+    preset = {**STAGE_PRESETS[stage_key][config.profile], **config.overrides()}
+    probe = TrainConfig(profile=config.profile, manifest_uri="", output_uri="", state_dir="", **preset).validate()
+    # Same inputs + same hyperparameters -> same state folder: a killed run resumes on re-materialization.
+    key = hashlib.sha256(json.dumps([stage_key, probe.digest(), dataset["dataset_version"],
+                                     parent["data_version"] if parent else None, TRAINING_CODE]).encode()).hexdigest()[:12]
+    asset_name = context.asset_key.to_user_string()
+    local_out = store.is_local
+    cfg = TrainConfig(
+        profile=config.profile, manifest_uri=dataset["manifest_uri"],
+        output_uri=store.uri(f"checkpoints/{asset_name}/{key}"),
+        state_dir=os.path.join(launcher.state_root, asset_name, key),
+        init_from=parent["checkpoint_uri"] if parent else None,
+        models_uri=model_store.uri, storage_options=storage.options(), raw_options={},
+        mlflow_tracking_uri=mlflow.tracking_uri, **preset,
+    ).validate()
+    if parent and not local_out:
+        raise NotImplementedError("training from an s3:// parent checkpoint: download support is planned")
+    tracker = mlflow.tracker()
+    run_id = tracker.start_run(
+        run_name=f"{asset_name}-{key}", params={**cfg.hyperparameters(), "init_from": cfg.init_from or "",
+                                               "dataset_version": dataset["dataset_version"]},
+        tags={"dagster.run_id": context.run_id, "dagster.asset": asset_name, "svd_dag.state_key": key},
+    )
+    tracker.log_dataset(run_id, dataset["manifest_uri"], dataset["dataset_version"], dataset_asset)
+    cfg.mlflow_run_id = run_id
+    os.makedirs(cfg.state_dir, exist_ok=True)
+    config_path = os.path.join(cfg.state_dir, "run.json")
+    with open(config_path, "w") as f:
+        f.write(cfg.to_json())
+    try:
+        result = launcher.run(context, config_path, extras={"asset": asset_name, "state_key": key})
+    except Exception:
+        tracker.finish(run_id, {}, ok=False)
+        raise
+    meta = {k: getattr(v, "value", v) for k, v in (result.metadata or {}).items()}
+    model_id = tracker.log_checkpoint_model(run_id, asset_name, meta["checkpoint_uri"], cfg.hyperparameters(),
+                                            {"dataset_version": dataset["dataset_version"]})
+    tracker.finish(run_id, {"final_loss": meta.get("final_loss"), "first_loss": meta.get("first_loss"),
+                            "samples_seen": meta.get("samples_seen"), "wall_time_s": meta.get("wall_time_s")})
+    version = result.data_version.value if result.data_version else None
+    cat.upsert("checkpoints", pa.Table.from_pylist([{
+        "asset": asset_name, "state_key": key, "checkpoint_uri": meta["checkpoint_uri"], "data_version": version,
+        "parent_asset": parent_asset, "parent_checkpoint_uri": parent["checkpoint_uri"] if parent else None,
+        "parent_data_version": parent["data_version"] if parent else None, "dataset_asset": dataset_asset,
+        "dataset_version": dataset["dataset_version"], "manifest_uri": dataset["manifest_uri"],
+        "profile": config.profile, "steps": int(meta["steps"]), "mlflow_run_id": run_id, "mlflow_model_id": model_id,
+        "dagster_run_id": context.run_id, "created_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+    }]), key=["asset", "data_version"])
+    weights_note = ("random-init VAE/text encoder (tiny profile): the weights are real training, the latent space is not SD's"
+                    if meta.get("vae_weights") == "random" else "pretrained VAE")
+    return dg.MaterializeResult(
+        data_version=result.data_version,
+        metadata={
+            **(result.metadata or {}),
+            "checkpoint_uri": uri_metadata(meta["checkpoint_uri"]),
+            "parent_checkpoint_uri": parent["checkpoint_uri"] if parent else "-",
+            "dataset_manifest_uri": uri_metadata(dataset["manifest_uri"]),
+            "dataset_version": dataset["dataset_version"],
+            "profile": config.profile,
+            "mlflow_run": tracker.run_link(run_id),
+            "mlflow_model_id": model_id,
+            "weights": weights_note,
+        },
+    )
+
+
+def _stage_asset(name: str, stage_key: str, dataset_asset, parent, description: str):
+    deps = [dataset_asset] + ([parent] if parent is not None else [])
+
+    @dg.asset(name=name, group_name=GROUP, deps=deps, code_version=TRAINING_CODE, pool="gpu", kinds={"pytorch", "mlflow"},
+              description=description)
+    def _asset(context: dg.AssetExecutionContext, config: StageConfig, storage: StorageResource,
+               catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource,
+               launcher: TrainingLauncherResource) -> dg.MaterializeResult:
+        parent_name = parent.key.to_user_string() if parent is not None else None
+        return _train_stage(context, stage_key, config, dataset_asset.key.to_user_string(), parent_name,
+                            storage, catalog, model_store, mlflow, launcher)
+
+    return _asset
+
+
+stage1_image_checkpoint = _stage_asset(
+    "stage1_image_checkpoint", "stage1", lvd_f, None,
+    "SVD stage I: the image model (a UNet2DConditionModel; full profile starts from SD 2.1) trained on single "
+    "frames of lvd_f at 256x384 with ln sigma ~ N(-1.2, 1); the first phase trains the time embedding only.")
+stage2_video_checkpoint = _stage_asset(
+    "stage2_video_checkpoint", "stage2", lvd_f, stage1_image_checkpoint,
+    "SVD stage II: stage I inflated into a UNetSpatioTemporalConditionModel (spatial weights copied, temporal "
+    "convolution + attention new, mixed by a learned alpha) and trained on 14-frame lvd_f clips with fps, "
+    "motion-bucket and noise-strength micro-conditioning.")
+stage3_hq_checkpoint = _stage_asset(
+    "stage3_hq_checkpoint", "stage3", hq_finetune_set, stage2_video_checkpoint,
+    "SVD stage III: stage II fine-tuned on the high-quality subset at high resolution with ln sigma ~ N(0.5, 1.4), "
+    "lr 3e-5 and EMA.")
+
+training_assets = [hq_finetune_set, stage1_image_checkpoint, stage2_video_checkpoint, stage3_hq_checkpoint]

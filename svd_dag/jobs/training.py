@@ -1,0 +1,9 @@
+"""Training job: the hq subset and the three stage checkpoints, in order."""
+
+import dagster as dg
+
+training_job = dg.define_asset_job(
+    "training",
+    selection=dg.AssetSelection.groups("training"),
+    description="hq_finetune_set, then stage I -> II -> III checkpoints (profile in each asset's config).",
+)

@@ -1,0 +1,17 @@
+"""Tracking resource: the MLflow tracking server (or the embedded SQLite store)."""
+
+import dagster as dg
+
+from svd_dag.tracking import Tracker
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """`tracking_uri`: e.g. `sqlite:///.svd_dag/mlflow.db` or `https://mlflow.example.com`;
+    `artifact_location`: where the experiment's artifacts go (a folder or s3:// prefix)."""
+
+    tracking_uri: str
+    artifact_location: str
+    experiment: str = "svd-dag"
+
+    def tracker(self) -> Tracker:
+        return Tracker(self.tracking_uri, self.artifact_location, self.experiment)

@@ -1,0 +1,77 @@
+"""MLflow as the record of training: runs, datasets as inputs, checkpoints as logged models.
+
+Calls MLflow directly (not dagster-mlflow, which leaves runs RUNNING without its end
+hook). The orchestrator creates the run, the training subprocess streams per-step metrics
+into it by run id, and the orchestrator closes it with the outcome.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+class Tracker:
+    def __init__(self, tracking_uri: str, artifact_location: str, experiment: str = "svd-dag"):
+        self.tracking_uri = tracking_uri
+        self.artifact_location = artifact_location
+        self.experiment = experiment
+
+    def client(self):
+        import mlflow
+
+        if self.tracking_uri.startswith("sqlite:///"):
+            os.makedirs(os.path.dirname(self.tracking_uri.removeprefix("sqlite:///")) or ".", exist_ok=True)
+        return mlflow.MlflowClient(self.tracking_uri)
+
+    def experiment_id(self) -> str:
+        client = self.client()
+        exp = client.get_experiment_by_name(self.experiment)
+        if exp is not None:
+            return exp.experiment_id
+        return client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+
+    def start_run(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+        client = self.client()
+        run = client.create_run(self.experiment_id(), run_name=run_name, tags=tags)
+        from mlflow.entities import Param
+
+        client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in sorted(params.items())])
+        return run.info.run_id
+
+    def log_dataset(self, run_id: str, manifest_uri: str, digest: str, name: str, context: str = "training") -> None:
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.sources import LocalArtifactDatasetSource, S3ArtifactDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+
+        source = S3ArtifactDatasetSource(manifest_uri) if manifest_uri.startswith("s3://") else LocalArtifactDatasetSource(manifest_uri)
+        dataset = MetaDataset(source=source, name=name, digest=digest)
+        entry = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+        self.client().log_inputs(run_id, datasets=[entry])
+
+    def log_checkpoint_model(self, run_id: str, name: str, checkpoint_uri: str, params: dict[str, Any],
+                             tags: dict[str, str]) -> str:
+        """Register the checkpoint as an MLflow logged model (external: the weights stay in storage)."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        model = mlflow.create_external_model(
+            name=name, source_run_id=run_id, params={k: str(v) for k, v in params.items()},
+            tags={**tags, "svd_dag.checkpoint_uri": checkpoint_uri}, model_type="diffusers-unet",
+            experiment_id=self.experiment_id(),
+        )
+        return model.model_id
+
+    def finish(self, run_id: str, metrics: dict[str, float], ok: bool = True) -> None:
+        client = self.client()
+        for key, value in metrics.items():
+            if value is not None:
+                client.log_metric(run_id, key, float(value))
+        client.set_terminated(run_id, status="FINISHED" if ok else "FAILED")
+
+    def run_link(self, run_id: str) -> str:
+        """A link for the UI: the server's page, or how to open a local store."""
+        exp = self.experiment_id()
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return f"{self.tracking_uri.rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
+        return f"mlflow ui --backend-store-uri {self.tracking_uri}  ->  #/experiments/{exp}/runs/{run_id}"
