@@ -1,8 +1,8 @@
-"""The main command: materialize the curation graph on the embedded defaults and report.
+"""The main command: curate the sample videos, train the three stages (tiny), and report.
 
     make demo        (or: .venv/bin/python -m svd_dag.demo)
 
-Runs the `recuration` job in this process against the Dagster instance under
+Runs the `recuration` then the `training` job in this process against the Dagster instance under
 $SVD_DAG_HOME/dagster, so the run and its materializations show up in the UI afterwards.
 """
 
@@ -31,6 +31,9 @@ def main() -> int:
     print(f"[svd-dag] curating raw videos from {raw}")
     with dg.DagsterInstance.get() as instance:
         result = defs.resolve_job_def("recuration").execute_in_process(instance=instance, raise_on_error=False)
+        if result.success:
+            print("[svd-dag] training the three SVD stages in the tiny profile (accelerate subprocesses)")
+            result = defs.resolve_job_def("training").execute_in_process(instance=instance, raise_on_error=False)
     cat = Catalog(settings.catalog_path)
     _report(cat, settings, raw)
     if not result.success:
@@ -69,6 +72,13 @@ def _report(cat, settings, raw: str) -> None:
         print(f"quarantined inputs: {len(q)}")
         for r in q[:10]:
             print(f"  [{r['stage']}] {r['reason']}")
+    if "checkpoints" in tables:
+        print("checkpoints (tiny profile: random-init VAE and text encoder, real training):")
+        for r in cat.rows("SELECT asset, checkpoint_uri, steps, dataset_version, mlflow_run_id FROM checkpoints "
+                          "QUALIFY row_number() OVER (PARTITION BY asset ORDER BY created_at DESC) = 1 ORDER BY asset"):
+            print(f"  {r['asset']:<24} {r['steps']:>4} steps  data {r['dataset_version']}  {r['checkpoint_uri']}")
+            print(f"  {'':<24} MLflow run {r['mlflow_run_id']}")
+        print(f"MLflow:  {settings.mlflow_tracking_uri}  (.venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri})")
     print(f"data:    {settings.storage_uri}")
     print(f"catalog: {settings.catalog_path}  (duckdb {shlex.quote(settings.catalog_path)} 'SELECT * FROM lvd_f')")
     print("open the Dagster UI on the same instance:")

@@ -48,6 +48,16 @@ def _prune_states(state_dir: str, keep: int = 2) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def loss_summary(losses: list[float]) -> dict[str, float | None]:
+    """Mean loss over the first and the last tenth of the steps (at least 5): per-step values
+    are noisy because every step draws new noise levels."""
+    if not losses:
+        return {"first_loss": None, "final_loss": None}
+    window = max(5, len(losses) // 10)
+    return {"first_loss": sum(losses[:window]) / len(losses[:window]),
+            "final_loss": sum(losses[-window:]) / len(losses[-window:])}
+
+
 def _weights_digest(folder: str) -> str:
     h = hashlib.sha256()
     for path in sorted(glob.glob(os.path.join(folder, "**", "*.safetensors"), recursive=True)):
@@ -230,8 +240,7 @@ def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
         result = _save_final(cfg, accelerator.unwrap_model(unet), ema, vae, vae_weights, text, init_info)
         result.update(steps=step, resumed_from=resumed_from, skipped_clips=skipped, samples_seen=samples,
                       wall_time_s=round(time.time() - started, 2),
-                      final_loss=sum(losses[-5:]) / max(1, len(losses[-5:])) if losses else None,
-                      first_loss=sum(losses[:5]) / max(1, len(losses[:5])) if losses else None)
+                      **loss_summary(losses))
     return result
 
 
