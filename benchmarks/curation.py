@@ -8,7 +8,8 @@ To measure a patched copy of the package instead of the checkout:
     PYTHONPATH=/path/to/copy .venv/bin/python benchmarks/curation.py ...
 (the header's "code:" line says which svd_dag was imported).
 
-What it measures (wall time, `time.perf_counter`, median of --repeat runs; the CPU column
+What it measures (wall time, `time.perf_counter`, median of --repeat rounds; each round runs
+every variant once, round-robin, so load from other processes spreads over all of them; the CPU column
 is `time.process_time`, all threads of this process, which moves less than wall time when
 other processes share the cores):
 
@@ -329,19 +330,31 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def timed(fn: Callable[[], dict], repeat: int, label: str) -> tuple[float, float, dict]:
-    """(median wall s, median CPU s of this process, all threads; last result with stage runs)."""
-    times, cpus, stage_runs, last = [], [], [], {}
-    for i in range(repeat):
-        c0, t0 = time.process_time(), time.perf_counter()
-        last = fn()
-        times.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-        print(f"  {label} run {i + 1}/{repeat}: {times[-1]:.2f} s wall, {cpus[-1]:.2f} s CPU",
-              file=sys.stderr, flush=True)
-        stage_runs.append({k: v for k, v in last.items() if k.startswith("stage_")})
-    last["_stage_runs"] = stage_runs
-    return statistics.median(times), statistics.median(cpus), last
+def timed_round_robin(variants: dict[str, Callable[[], dict]], repeat: int) -> dict[str, tuple[float, float, dict]]:
+    """Run every variant once per round, `repeat` rounds, so load from other processes on a
+    shared machine spreads over all variants instead of landing on one.
+
+    Returns {key: (median wall s, median CPU s of this process (all threads), last result
+    with the per-run stage timings under "_stage_runs")}.
+    """
+    walls: dict[str, list[float]] = {k: [] for k in variants}
+    cpus: dict[str, list[float]] = {k: [] for k in variants}
+    stages: dict[str, list[dict]] = {k: [] for k in variants}
+    last: dict[str, dict] = {}
+    for r in range(repeat):
+        for key, fn in variants.items():
+            c0, t0 = time.process_time(), time.perf_counter()
+            last[key] = fn()
+            walls[key].append(time.perf_counter() - t0)
+            cpus[key].append(time.process_time() - c0)
+            print(f"  round {r + 1}/{repeat} {key}: {walls[key][-1]:.2f} s wall, {cpus[key][-1]:.2f} s CPU",
+                  file=sys.stderr, flush=True)
+            stages[key].append({k: v for k, v in last[key].items() if k.startswith("stage_")})
+    out = {}
+    for key in variants:
+        last[key]["_stage_runs"] = stages[key]
+        out[key] = (statistics.median(walls[key]), statistics.median(cpus[key]), last[key])
+    return out
 
 
 def stage_medians(result: dict) -> dict[str, float]:
@@ -352,7 +365,8 @@ def stage_medians(result: dict) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=3, help="runs per variant; the median is reported (default 3)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="rounds (each runs every variant once); medians are reported (default 3)")
     ap.add_argument("--minutes", type=float, default=5.0, help="test video length in minutes (default 5: bikes x30)")
     ap.add_argument("--width", type=int, default=None,
                     help="upscale the test video to this width (default: bikes' own 640); e.g. 1920 for HD")
@@ -387,21 +401,24 @@ def main(argv: list[str] | None = None) -> int:
           "as scan_video does (a'1) or with one reused single-thread VideoReformatter (a'2)")
     print(flush=True)
 
-    rows: list[tuple[str, float, float, int]] = []
-    a_s, a_cpu, a = timed(lambda: run_decode_floor(video), args.repeat, "(a)")
-    rows.append(("(a) decode floor", a_s, a_cpu, a["frames"]))
     dwidth = CascadeConfig().detect_width
-    a2_s, a2_cpu, a2 = timed(lambda: run_decode_small_bgr(video, dwidth, False), args.repeat, "(a'1)")
-    rows.append(("(a'1) decode + 256w bgr, frame.reformat (info)", a2_s, a2_cpu, a2["frames"]))
-    a3_s, a3_cpu, a3 = timed(lambda: run_decode_small_bgr(video, dwidth, True), args.repeat, "(a'2)")
-    rows.append(("(a'2) decode + 256w bgr, shared 1-thread reformatter (info)", a3_s, a3_cpu, a3["frames"]))
-    b_s, b_cpu, b = timed(lambda: run_ours(store, uri, sha, args.min_clip_s), args.repeat, "(b)")
-    rows.append(("(b) ours: scan + clips + motion", b_s, b_cpu, b["frames"]))
+    variants: dict[str, Callable[[], dict]] = {
+        "(a) decode floor": lambda: run_decode_floor(video),
+        "(a'1) decode + 256w bgr, frame.reformat (info)": lambda: run_decode_small_bgr(video, dwidth, False),
+        "(a'2) decode + 256w bgr, shared 1-thread reformatter (info)": lambda: run_decode_small_bgr(video, dwidth, True),
+        "(b) ours: scan + clips + motion": lambda: run_ours(store, uri, sha, args.min_clip_s),
+    }
+    naive_key = f"(c) naive: 3x PySceneDetect ({args.naive_backend}) + flow decode"
+    if not args.skip_naive:
+        variants[naive_key] = lambda: run_naive(video, args.min_clip_s, args.naive_backend)
+    results = timed_round_robin(variants, args.repeat)
+    rows = [(key, wall, cpu, res["frames"]) for key, (wall, cpu, res) in results.items()]
+    a_s, a_cpu, _ = results["(a) decode floor"]
+    b_s, b_cpu, b = results["(b) ours: scan + clips + motion"]
     b_stages = stage_medians(b)
     c_s = None
     if not args.skip_naive:
-        c_s, c_cpu, c = timed(lambda: run_naive(video, args.min_clip_s, args.naive_backend), args.repeat, "(c)")
-        rows.append((f"(c) naive: 3x PySceneDetect ({args.naive_backend}) + flow decode", c_s, c_cpu, c["frames"]))
+        c_s, c_cpu, c = results[naive_key]
         c_stages = stage_medians(c)
 
     w = max(len(r[0]) for r in rows)
