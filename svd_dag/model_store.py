@@ -5,6 +5,8 @@
       coca/<arch>.safetensors | .pt | .bin     open_clip CoCa captioner (e.g. coca/coca_ViT-L-14.pt)
       aesthetic/<file>.pth                     LAION aesthetic heads
       vblip/, llm/                             video captioner and caption summariser (optional)
+      sd21/unet/                               SD 2.1 UNet, diffusers folder (stage I init, full profile)
+      vae/                                     SD 2.1 VAE with SVD's temporal decoder, diffusers folder
 
 No hub is ever contacted. `find` returns a local path (remote files are copied once into
 a cache folder) or None when the store does not hold the file; callers then either fall

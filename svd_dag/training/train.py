@@ -68,7 +68,7 @@ def _weights_digest(folder: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _build_unet(cfg: TrainConfig, latent_channels: int, text_width: int):
+def _build_unet(cfg: TrainConfig, latent_channels: int, text_width: int, store=None):
     from diffusers import UNet2DConditionModel, UNetSpatioTemporalConditionModel
 
     from svd_dag.training import unets
@@ -79,8 +79,11 @@ def _build_unet(cfg: TrainConfig, latent_channels: int, text_width: int):
         if parent:
             return UNet2DConditionModel.from_pretrained(parent), {"init": f"continued from {cfg.init_from}"}
         if cfg.profile == "full":
-            raise FileNotFoundError("the full profile's stage I starts from SD 2.1's UNet: pass init_from "
-                                    "(a diffusers folder with unet/, e.g. from the model store)")
+            sd21 = store.find("sd21/unet/config.json") if store is not None else None
+            if sd21 is None:
+                raise FileNotFoundError("the full profile's stage I starts from SD 2.1's UNet: put its diffusers "
+                                        "folder at <model store>/sd21/unet/ (config.json + safetensors)")
+            return UNet2DConditionModel.from_pretrained(os.path.dirname(sd21)), {"init": "SD 2.1 UNet (model store)"}
         config = unets.tiny_image_unet_config(latent_channels=latent_channels, cross_attention_dim=text_width,
                                               sample_size=cfg.height // 4)
         return unets.build_image_unet(config), {"init": "random (tiny profile)"}
@@ -145,7 +148,7 @@ def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
         vae_weights = json.load(open(os.path.join(cfg.init_from, "svd_dag_training.json")))["vae_weights"]
     else:
         vae, vae_weights, _ = build_vae(cfg.profile, store, cfg.seed)
-    unet, init_info = _build_unet(cfg, vae.config.latent_channels, text.width)
+    unet, init_info = _build_unet(cfg, vae.config.latent_channels, text.width, store)
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     ema = EMAModel(unet.parameters(), decay=cfg.ema_max_decay, model_cls=type(unet), model_config=unet.config)
