@@ -84,3 +84,20 @@ def test_clips_are_stable_references_and_short_ones_are_dropped(bikes_scan):
 def test_wrong_config_is_a_clear_error(cfg, message):
     with pytest.raises(ValueError, match=message):
         cfg.validate()
+
+
+def test_hsv_content_detector_scores_exactly_like_pyscenedetects(bikes_path):
+    import av
+    import cv2
+    from scenedetect import ContentDetector, FrameTimecode
+
+    from svd_dag.curation.cuts import HsvContentDetector
+
+    with av.open(bikes_path) as c:
+        frames = [f.to_ndarray(format="bgr24") for _, f in zip(range(40), c.decode(video=0))]
+    ours, theirs = HsvContentDetector(27.0, 0.5), ContentDetector(threshold=27.0, min_scene_len=0.5)
+    for i, bgr in enumerate(frames[25:35]):  # spans the hard cut at frame 30
+        tc = FrameTimecode(i, fps=25.0)
+        expected = theirs._calculate_frame_score(tc, bgr)
+        got = ours._calculate_frame_score(tc, cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV))
+        assert got == pytest.approx(expected, rel=1e-9, abs=1e-9)

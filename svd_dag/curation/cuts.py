@@ -70,14 +70,34 @@ class Boundary:
     passes: list[str] = field(default_factory=list)
 
 
+class HsvContentDetector(ContentDetector):
+    """PySceneDetect's ContentDetector fed frames already in HSV.
+
+    The cascade converts each frame to HSV once and shares it between its passes and the
+    confirmation histogram. With ContentDetector's default weights (hue, saturation,
+    luma 1, edges 0) its score is the mean absolute HSV difference over the three
+    channels, which `cv2.norm(L1)` computes in one call; thresholds, the flash filter and
+    min_scene_len stay PySceneDetect's.
+    """
+
+    def __init__(self, threshold: float, min_scene_len: float):
+        super().__init__(threshold=threshold, min_scene_len=min_scene_len)
+        self._last_hsv: np.ndarray | None = None
+
+    def _calculate_frame_score(self, timecode: FrameTimecode, frame_img: np.ndarray) -> float:
+        last, self._last_hsv = self._last_hsv, frame_img
+        if last is None:
+            return 0.0
+        return float(cv2.norm(frame_img, last, cv2.NORM_L1)) / frame_img.size
+
+
 def _make_detector(p: PassConfig, min_scene_len_s: float):
     if p.detector == "adaptive":
         return AdaptiveDetector(adaptive_threshold=p.threshold, min_scene_len=min_scene_len_s)
-    return ContentDetector(threshold=p.threshold, min_scene_len=min_scene_len_s)
+    return HsvContentDetector(threshold=p.threshold, min_scene_len=min_scene_len_s)
 
 
-def frame_histogram(bgr: np.ndarray) -> np.ndarray:
-    hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)
+def hsv_histogram(hsv: np.ndarray) -> np.ndarray:
     h = cv2.calcHist([hsv], [0, 1, 2], None, list(HIST_BINS), [0, 180, 0, 256, 0, 256]).ravel()
     return (h / max(h.sum(), 1.0)).astype(np.float32)
 
@@ -97,11 +117,14 @@ class CascadeDetector:
 
     def push(self, index: int, bgr_small: np.ndarray) -> None:
         self.last_index = index
-        self.hists.append(frame_histogram(bgr_small))
+        hsv = cv2.cvtColor(bgr_small, cv2.COLOR_BGR2HSV)
+        self.hists.append(hsv_histogram(hsv))
+        tc = None
         for i, (det, step) in enumerate(zip(self.detectors, self.steps)):
             if index % step == 0:
-                tc = FrameTimecode(index, fps=self.fps)
-                self.raw_cuts[i].extend(c.frame_num for c in det.process_frame(tc, bgr_small))
+                tc = tc or FrameTimecode(index, fps=self.fps)
+                frame = hsv if isinstance(det, HsvContentDetector) else bgr_small
+                self.raw_cuts[i].extend(c.frame_num for c in det.process_frame(tc, frame))
 
     def finish(self) -> list[Boundary]:
         if self.last_index >= 0:
