@@ -81,3 +81,12 @@ def test_unreadable_head_names_the_file(tmp_path):
     path.write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match=str(path)):
         load_aesthetic_head("ViT-B-32", _store(tmp_path))
+
+
+def test_random_head_is_labelled_and_has_the_right_shape():
+    from svd_dag.curation.aesthetic import random_head
+
+    head = random_head(512)
+    assert "random" in head.version and head.embed_dim == 512
+    scores = score_embeddings(head, np.random.default_rng(0).normal(size=(3, 512)).astype(np.float32))
+    assert scores.shape == (3,)

@@ -383,14 +383,20 @@ def aesthetic_scores(context: dg.AssetExecutionContext, catalog: CatalogResource
     """
     import numpy as np
 
-    from svd_dag.curation.aesthetic import load_aesthetic_head, score_embeddings
+    from svd_dag.curation.aesthetic import load_aesthetic_head, random_head, score_embeddings
 
     cat = catalog.catalog()
     emb_rows, emb_version = _current_rows(cat, "clip_embeddings", "open_clip", "clip_id, arch, frame_embeddings")
     arch = emb_rows[0]["arch"] if emb_rows else "ViT-B-32"
-    head = load_aesthetic_head(arch, model_store.model_store())
+    head_weights = "pretrained"
+    try:
+        head = load_aesthetic_head(arch, model_store.model_store())
+    except FileNotFoundError as e:
+        dim = len(emb_rows[0]["frame_embeddings"][0]) if emb_rows else 512
+        context.log.warning(f"{e}: using a random-init head, scores labelled weights=random")
+        head, head_weights = random_head(dim), "random"
     version = f"{head.version}+{emb_version['model_version']}"
-    weights = _combine_weights(emb_version["weights"])
+    weights = _combine_weights(emb_version["weights"], head_weights)
     pending, total = _current_clips(cat, "aesthetic_scores", version)
     pending_ids = {c["clip_id"] for c in pending}
     now = _now()
@@ -405,7 +411,7 @@ def aesthetic_scores(context: dg.AssetExecutionContext, catalog: CatalogResource
     missing = [{"uri": c["clip_id"], "reason": f"clip {c['clip_id']}: no CLIP embedding (see clip_embeddings quarantine)"}
                for c in pending if c["clip_id"] not in {r["clip_id"] for r in emb_rows}]
     return _finish_annotation(context, cat, "aesthetic_scores", "laion_aesthetic", version, weights, rows, missing, total,
-                              extra={"head": head.file, "head_kind": head.kind})
+                              extra={"head": head.file, "head_kind": head.kind, "head_weights": head_weights})
 
 
 class CaptionsConfig(dg.Config):

@@ -97,6 +97,17 @@ def load_aesthetic_head(arch: str, store: ModelStore) -> AestheticHead:
     raise FileNotFoundError(f"no LAION aesthetic head for CLIP {arch}: looked for {', '.join(looked)}")
 
 
+def random_head(embed_dim: int, seed: int = 0) -> AestheticHead:
+    """A random-init linear head, for when no published head is available: its scores are
+    noise and every row it writes says weights=random."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = torch.nn.Linear(embed_dim, 1)
+    return AestheticHead(module.eval(), "random-linear", "linear", f"linear{embed_dim}@random-init-seed{seed}", embed_dim)
+
+
 def score_embeddings(head: AestheticHead, emb: np.ndarray) -> np.ndarray:
     """Aesthetic score per row of `emb` [N, D]; rows are re-normalised first."""
     import torch
