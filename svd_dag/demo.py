@@ -57,16 +57,19 @@ def _report(cat, settings, raw: str) -> None:
     if "dataset_versions" in tables:
         import json
 
-        latest = cat.rows("SELECT * FROM dataset_versions ORDER BY created_at DESC LIMIT 1")[0]
-        report = json.loads(latest["report"])
-        print(f"lvd_f {latest['dataset_version']}: kept {report['kept']} of {report['total']} clips "
-              f"(scores: weights={report['weights']})")
-        for name, n in report["removed_by_criterion"].items():
-            frac = report["thresholds"]["remove_fractions"][name]
-            cut = report["cutoffs"][name]
-            cut_s = "-" if cut is None else f"{cut:.4g}"
-            print(f"  removed by {name:<19} {n:>3}  (bottom {frac:.1%}, cutoff {cut_s}, unscored {report['unscored'][name]})")
-        print(f"  manifest: {latest['manifest_uri']}")
+        for asset in ("lvd_f", "hq_finetune_set"):
+            latest = cat.rows("SELECT * FROM dataset_versions WHERE asset = ? ORDER BY created_at DESC LIMIT 1", [asset])
+            if not latest:
+                continue
+            report = json.loads(latest[0]["report"])
+            print(f"{asset} {latest[0]['dataset_version']}: kept {report['kept']} of {report['total']} clips "
+                  f"(scores: weights={report['weights']})")
+            for name, n in report["removed_by_criterion"].items():
+                frac = report["thresholds"]["remove_fractions"][name]
+                cut = report["cutoffs"][name]
+                cut_s = "-" if cut is None else f"{cut:.4g}"
+                print(f"  removed by {name:<19} {n:>3}  (bottom {frac:.1%}, cutoff {cut_s}, unscored {report['unscored'][name]})")
+            print(f"  manifest: {latest[0]['manifest_uri']}")
     if "quarantine" in tables:
         q = cat.quarantined()
         print(f"quarantined inputs: {len(q)}")
