@@ -17,9 +17,10 @@ other processes share the cores):
      `thread_type` as `scan_video` ("AUTO"); each frame is only counted, never converted
      (no swscale, no ndarray). This is the cost no pipeline can avoid.
 (a') informational: (a) plus converting every frame to the detectors' 256-wide BGR
-     ndarray, i.e. the floor of anything that looks at every frame: (a'1) the way
-     scan_video converts (`frame.reformat`, a new SwsContext per frame, threads=auto),
-     (a'2) with one reused single-threaded `VideoReformatter`.
+     ndarray, i.e. the floor of anything that looks at every frame: (a'1) with PyAV's
+     default `frame.reformat` (a new SwsContext per frame, threads=auto: what scan_video
+     did before docs/performance.md's P1), (a'2) with one reused single-threaded
+     `VideoReformatter` (what scan_video does now).
 (b)  ours: `scan_video` (one decode -> 3-pass cascade + 2-fps JPEG samples) +
      `clips_from_boundaries` + `clip_motion` on each clip's samples decoded back from JPEG.
 (c)  naive: three separate PySceneDetect runs (`open_video` with its default backend,
@@ -155,9 +156,9 @@ def run_decode_floor(path: Path) -> dict:
 
 
 def run_decode_small_bgr(path: Path, width: int, shared: bool) -> dict:
-    """(a') decode + the detectors' 256-wide BGR ndarray, converted the way scan_video does it
-    (`frame.reformat`: a new SwsContext per frame, threads=0 = auto) or with one reusable
-    single-threaded `VideoReformatter` (shared=True)."""
+    """(a') decode + the detectors' 256-wide BGR ndarray, converted with PyAV's default
+    `frame.reformat` (a new SwsContext per frame, threads=0 = auto) or with one reusable
+    single-threaded `VideoReformatter` (shared=True, as scan_video does)."""
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         s.thread_type = THREAD_TYPE
@@ -322,9 +323,10 @@ def annotator_throughput(scan, clips: list[dict], repeat: int) -> list[tuple[str
 
 def cpu_model() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or "unknown"
@@ -397,14 +399,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"video: {video.relative_to(REPO)} ({repeats} x bikes.mp4, {geometry}, {video.stat().st_size / 2**20:.1f} MiB), "
           f"repeat={args.repeat} (median), min_clip_s={args.min_clip_s}")
     print(f"floor (a): PyAV decode, thread_type={THREAD_TYPE!r} (as scan_video), frames NOT converted "
-          "(no swscale / ndarray); (a') adds the 256-wide bgr24 ndarray every detector needs, converted per frame "
-          "as scan_video does (a'1) or with one reused single-thread VideoReformatter (a'2)")
+          "(no swscale / ndarray); (a') adds the 256-wide bgr24 ndarray every detector needs, converted with "
+          "PyAV's default per-frame frame.reformat (a'1) or one reused single-thread VideoReformatter (a'2)")
     print(flush=True)
 
     dwidth = CascadeConfig().detect_width
     variants: dict[str, Callable[[], dict]] = {
         "(a) decode floor": lambda: run_decode_floor(video),
-        "(a'1) decode + 256w bgr, frame.reformat (info)": lambda: run_decode_small_bgr(video, dwidth, False),
+        "(a'1) decode + 256w bgr, per-frame frame.reformat (info)": lambda: run_decode_small_bgr(video, dwidth, False),
         "(a'2) decode + 256w bgr, shared 1-thread reformatter (info)": lambda: run_decode_small_bgr(video, dwidth, True),
         "(b) ours: scan + clips + motion": lambda: run_ours(store, uri, sha, args.min_clip_s),
     }
