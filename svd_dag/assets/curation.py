@@ -252,7 +252,11 @@ def _finish_annotation(
     if rows:
         cat.upsert(table, pa.Table.from_pylist(rows), key=["clip_id", "model_version"])
     cat.quarantine([{"uri": f["uri"], "sha256": None, "stage": table, "reason": f["reason"]} for f in failures])
-    cat.release_from_quarantine(table, [r["clip_id"] for r in rows])
+    if rows:
+        from svd_dag.curation.annotate import clip_ref
+
+        scored = cat.rows("SELECT * FROM clips WHERE clip_id IN (SELECT unnest(?))", [[r["clip_id"] for r in rows]])
+        cat.release_from_quarantine(table, [clip_ref(c) for c in scored])
     for f in failures:
         context.log.warning(f"quarantined: {f['reason']}")
     _record_version(cat, annotator, model_version, weights, table)
@@ -408,7 +412,9 @@ def aesthetic_scores(context: dg.AssetExecutionContext, catalog: CatalogResource
         rows.append({"clip_id": r["clip_id"], "aesthetic_score": float(scores.mean()), "frame_scores": scores.tolist(),
                      "head": head.file, "annotator": "laion_aesthetic", "model_version": version, "weights": weights,
                      "annotated_at": now})
-    missing = [{"uri": c["clip_id"], "reason": f"clip {c['clip_id']}: no CLIP embedding (see clip_embeddings quarantine)"}
+    from svd_dag.curation.annotate import clip_ref
+
+    missing = [{"uri": clip_ref(c), "reason": f"{clip_ref(c)}: no CLIP embedding (see clip_embeddings quarantine)"}
                for c in pending if c["clip_id"] not in {r["clip_id"] for r in emb_rows}]
     return _finish_annotation(context, cat, "aesthetic_scores", "laion_aesthetic", version, weights, rows, missing, total,
                               extra={"head": head.file, "head_kind": head.kind, "head_weights": head_weights})
@@ -478,7 +484,9 @@ def caption_similarity(context: dg.AssetExecutionContext, catalog: CatalogResour
             rows.append({"clip_id": r["clip_id"], "caption_similarity": float(sims.mean()), "annotator": "clip_text_image",
                          "model_version": version, "weights": weights, "annotated_at": now})
     done_ids = {r["clip_id"] for r in rows}
-    missing = [{"uri": c["clip_id"], "reason": f"clip {c['clip_id']}: no caption or no CLIP embedding to compare"}
+    from svd_dag.curation.annotate import clip_ref
+
+    missing = [{"uri": clip_ref(c), "reason": f"{clip_ref(c)}: no caption or no CLIP embedding to compare"}
                for c in pending if c["clip_id"] not in done_ids]
     return _finish_annotation(context, cat, "caption_similarity", "clip_text_image", version, weights, rows, missing, total)
 
