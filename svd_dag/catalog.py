@@ -85,6 +85,10 @@ class Catalog:
         with self.connect() as con:
             con.register("incoming", data)
             con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS SELECT * FROM incoming LIMIT 0')
+            have = {r[0] for r in con.execute(f'DESCRIBE "{name}"').fetchall()}
+            for column, kind in con.execute("SELECT column_name, column_type FROM (DESCRIBE incoming)").fetchall():
+                if column not in have:  # a newer writer added a column: older rows read NULL there
+                    con.execute(f'ALTER TABLE "{name}" ADD COLUMN "{column}" {kind}')
             if data.num_rows:
                 match = " AND ".join(f't."{k}" IS NOT DISTINCT FROM i."{k}"' for k in key)
                 con.execute("BEGIN")

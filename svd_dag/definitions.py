@@ -12,9 +12,10 @@ import os
 import dagster as dg
 
 from svd_dag.assets.curation import curation_assets
+from svd_dag.assets.finetunes import finetune_assets
 from svd_dag.assets.training import training_assets
 from svd_dag.jobs.curation import new_raw_video_sensor, recuration_job, weekly_recuration
-from svd_dag.jobs.training import training_job
+from svd_dag.jobs.training import finetunes_job, training_job
 from svd_dag.resources import (CatalogResource, MlflowResource, ModelStoreResource, StorageResource,
                                TrainingLauncherResource, VideoExecutorResource)
 from svd_dag.settings import Settings, bundled_samples_dir, load_settings
@@ -50,8 +51,8 @@ def build_resources(settings: Settings) -> dict:
 def build_defs(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     return dg.Definitions(
-        assets=[*curation_assets, *training_assets],
-        jobs=[recuration_job, training_job],
+        assets=[*curation_assets, *training_assets, *finetune_assets],
+        jobs=[recuration_job, training_job, finetunes_job],
         schedules=[weekly_recuration],
         sensors=[new_raw_video_sensor],
         resources=build_resources(settings),

@@ -62,6 +62,20 @@ class Tracker:
         )
         return model.model_id
 
+    def log_store_files(self, run_id: str, store, uris: list[str], artifact_path: str) -> None:
+        """Copy files from storage (local or s3://) into the run's artifacts under `artifact_path`."""
+        import tempfile
+
+        client = self.client()
+        with tempfile.TemporaryDirectory() as tmp:
+            for uri in uris:
+                local = store.local_path(uri)
+                if local is None:
+                    local = os.path.join(tmp, uri.rsplit("/", 1)[-1])
+                    with open(local, "wb") as f:
+                        f.write(store.read_bytes(uri))
+                client.log_artifact(run_id, local, artifact_path)
+
     def finish(self, run_id: str, metrics: dict[str, float], ok: bool = True) -> None:
         client = self.client()
         for key, value in metrics.items():

@@ -41,3 +41,60 @@ def shared_weights() -> str:
     if not os.path.isdir(SHARED_WEIGHTS):
         pytest.skip("../shared/weights is not present on this machine")
     return SHARED_WEIGHTS
+
+
+# --- The trained lineage shared by the training and fine-tune tests (built once per session) ---
+
+STAGES = ["stage1_image_checkpoint", "stage2_video_checkpoint", "stage3_hq_checkpoint"]
+SHORT = {"steps": 4, "checkpoint_every": 2}
+KEEP_ALL = {"motion_remove": 0.0, "aesthetics_remove": 0.0, "caption_similarity_remove": 0.0, "text_remove": 0.0}
+
+
+def run_config(**per_asset) -> dict:
+    return {"ops": {name: {"config": cfg} for name, cfg in per_asset.items()}}
+
+
+def meta_of(result, asset: str) -> dict:
+    """The metadata of `asset`'s one materialization in a Dagster run result, as plain values."""
+    [mat] = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()
+             if e.event_specific_data.materialization.asset_key.to_user_string() == asset]
+    return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+
+
+@pytest.fixture(scope="session")
+def curated(tmp_path_factory, bikes_path):
+    """Real footage plus synthetic shots whose camera motion is known (static, pan, zoom)."""
+    import shutil
+
+    import dagster as dg
+
+    import synth
+    from svd_dag.catalog import Catalog
+    from svd_dag.definitions import build_defs
+    from svd_dag.settings import load_settings
+
+    root = tmp_path_factory.mktemp("train")
+    raw = root / "raw"
+    raw.mkdir()
+    shutil.copy(bikes_path, raw / "bikes.mp4")
+    synth.crossfade_video(str(raw / "fade.mp4"))
+    synth.static_video(str(raw / "static.mp4"))
+    synth.moving_video(str(raw / "pan.mp4"), speed=1.0)
+    synth.zoom_video(str(raw / "zoom.mp4"))
+    settings = load_settings({"SVD_DAG_HOME": str(root / "home"), "SVD_DAG_RAW_URI": str(raw),
+                              "SVD_DAG_MODELS_URI": str(root / "models")})
+    instance = dg.DagsterInstance.ephemeral()
+    defs = build_defs(settings)
+    curation = defs.resolve_job_def("recuration").execute_in_process(instance=instance, run_config=run_config(lvd_f=KEEP_ALL))
+    assert curation.success
+    return {"settings": settings, "defs": defs, "instance": instance, "cat": Catalog(settings.catalog_path)}
+
+
+@pytest.fixture(scope="session")
+def trained(curated):
+    result = curated["defs"].resolve_job_def("training").execute_in_process(
+        instance=curated["instance"],
+        run_config=run_config(hq_finetune_set=KEEP_ALL, **{s: SHORT for s in STAGES}),
+    )
+    assert result.success
+    return result

@@ -68,6 +68,22 @@ def moving_video(path: str, seconds: float = 3.0, speed: float = 4.0) -> str:
     return write_video(path, pan_frames(4, int(seconds * FPS), speed))
 
 
+def zoom_frames(seed: int, n: int, rate: float) -> list[np.ndarray]:
+    """n frames zooming into a texture by `rate` (scale factor per frame, > 1 zooms in)."""
+    big = texture(seed)
+    cy, cx = big.shape[0] / 2, big.shape[1] / 2
+    out = []
+    for i in range(n):
+        s = rate**i
+        m = np.float32([[s, 0, W / 2 - s * cx], [0, s, H / 2 - s * cy]])
+        out.append(cv2.warpAffine(big, m, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT))
+    return out
+
+
+def zoom_video(path: str, seconds: float = 3.0, rate: float = 1.01) -> str:
+    return write_video(path, zoom_frames(6, int(seconds * FPS), rate))
+
+
 def one_frame_video(path: str) -> str:
     return write_video(path, pan_frames(5, 1, 0.0))
 

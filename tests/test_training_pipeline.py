@@ -8,53 +8,10 @@ import time
 
 import dagster as dg
 import psutil
-import pytest
 
-import synth
-from svd_dag.catalog import Catalog
 from svd_dag.definitions import build_defs
-from svd_dag.settings import load_settings
 
-STAGES = ["stage1_image_checkpoint", "stage2_video_checkpoint", "stage3_hq_checkpoint"]
-SHORT = {"steps": 4, "checkpoint_every": 2}
-KEEP_MOST = {"motion_remove": 0.0, "aesthetics_remove": 0.0, "caption_similarity_remove": 0.0, "text_remove": 0.0}
-
-
-def _ops(**per_asset):
-    return {"ops": {name: {"config": cfg} for name, cfg in per_asset.items()}}
-
-
-def _meta(result, asset):
-    [mat] = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()
-             if e.event_specific_data.materialization.asset_key.to_user_string() == asset]
-    return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
-
-
-@pytest.fixture(scope="module")
-def curated(tmp_path_factory, bikes_path):
-    root = tmp_path_factory.mktemp("train")
-    raw = root / "raw"
-    raw.mkdir()
-    shutil.copy(bikes_path, raw / "bikes.mp4")
-    synth.crossfade_video(str(raw / "fade.mp4"))
-    settings = load_settings({"SVD_DAG_HOME": str(root / "home"), "SVD_DAG_RAW_URI": str(raw),
-                              "SVD_DAG_MODELS_URI": str(root / "models")})
-    instance = dg.DagsterInstance.ephemeral()
-    defs = build_defs(settings)
-    curation = defs.resolve_job_def("recuration").execute_in_process(
-        instance=instance, run_config=_ops(lvd_f={"motion_remove": 0.0, "caption_similarity_remove": 0.0}))
-    assert curation.success
-    return {"settings": settings, "defs": defs, "instance": instance, "cat": Catalog(settings.catalog_path)}
-
-
-@pytest.fixture(scope="module")
-def trained(curated):
-    result = curated["defs"].resolve_job_def("training").execute_in_process(
-        instance=curated["instance"],
-        run_config=_ops(hq_finetune_set=KEEP_MOST, **{s: SHORT for s in STAGES}),
-    )
-    assert result.success
-    return result
+from conftest import STAGES, meta_of as _meta, run_config as _ops
 
 
 def test_three_stages_write_checkpoints_that_load_in_diffusers(trained):

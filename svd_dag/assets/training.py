@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from typing import Optional
 
 import dagster as dg
@@ -26,7 +27,9 @@ from svd_dag.resources import (CatalogResource, MlflowResource, ModelStoreResour
 GROUP = "training"
 TRAINING_CODE = source_version("training/train.py", "training/edm.py", "training/unets.py", "training/conditioning.py",
                                "training/data.py", "training/clip_reader.py", "training/components.py",
-                               "training/config.py")
+                               "training/config.py", "training/conditioning_frames.py", "training/finetune_models.py",
+                               "training/orbits.py", "sampling/euler.py", "sampling/generate.py", "sampling/samples.py",
+                               "sampling/video_io.py")
 
 
 class HqSetConfig(dg.Config):
@@ -51,7 +54,7 @@ def hq_finetune_set(context: dg.AssetExecutionContext, config: HqSetConfig, stor
     from svd_dag.curation.filtering import dataset_version, percentile_filter
 
     cat, store = catalog.catalog(), storage.store()
-    parent = _current_dataset(cat, "lvd_f")
+    parent = current_dataset(cat, "lvd_f")
     fractions = config.fractions()
     with cat.connect() as con:
         con.execute("CREATE TEMP VIEW hq_source AS SELECT * FROM annotations WHERE clip_id IN (SELECT clip_id FROM lvd_f)")
@@ -74,7 +77,7 @@ def hq_finetune_set(context: dg.AssetExecutionContext, config: HqSetConfig, stor
     )
 
 
-def _current_dataset(cat: Catalog, asset: str) -> dict:
+def current_dataset(cat: Catalog, asset: str) -> dict:
     rows = cat.rows("SELECT d.* FROM dataset_versions d JOIN (SELECT DISTINCT dataset_version FROM " + f'"{asset}"'
                     ") cur USING (dataset_version) WHERE d.asset = ?", [asset]) if asset in cat.tables() else []
     if not rows:
@@ -82,8 +85,9 @@ def _current_dataset(cat: Catalog, asset: str) -> dict:
     return rows[0]
 
 
-def _current_checkpoint(cat: Catalog, asset: str) -> dict:
-    rows = cat.rows("SELECT * FROM checkpoints WHERE asset = ? ORDER BY created_at DESC LIMIT 1", [asset]) \
+def current_checkpoint(cat: Catalog, asset: str, variant: str = "") -> dict:
+    rows = cat.rows("SELECT * FROM checkpoints WHERE asset = ? AND coalesce(variant, '') = ? "
+                    "ORDER BY created_at DESC LIMIT 1", [asset, variant]) \
         if "checkpoints" in cat.tables() else []
     if not rows:
         raise RuntimeError(f"{asset} has no checkpoint yet: materialize it first")
@@ -97,47 +101,75 @@ class StageConfig(dg.Config):
     learning_rate: Optional[float] = None
     checkpoint_every: Optional[int] = None
     seed: int = 0
+    vae_fit_steps: Optional[int] = Field(default=None, description="tiny profile, stage I: steps fitting the small VAE")
+    hires_phase: bool = Field(default=False, description="stage II only: then continue at 320x576 with ln sigma ~ "
+                                                         "N(0.0, 1.0), SVD's hi-res phase; the asset's checkpoint is that one")
 
     def overrides(self) -> dict:
         return {k: v for k, v in {"steps": self.steps, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
-                                  "checkpoint_every": self.checkpoint_every, "seed": self.seed}.items() if v is not None}
+                                  "checkpoint_every": self.checkpoint_every, "seed": self.seed,
+                                  "vae_fit_steps": self.vae_fit_steps}.items() if v is not None}
 
 
-def _train_stage(context: dg.AssetExecutionContext, stage_key: str, config: StageConfig, dataset_asset: str,
-                 parent_asset: Optional[str], storage: StorageResource, catalog: CatalogResource,
-                 model_store: ModelStoreResource, mlflow: MlflowResource, launcher: TrainingLauncherResource,
-                 ) -> dg.MaterializeResult:
+@dataclass
+class TrainedCheckpoint:
+    """What one training launch left behind, as the asset layer reports it."""
+
+    asset: str
+    variant: Optional[str]
+    meta: dict
+    result: dg.MaterializeResult
+    run_id: str
+    model_id: str
+    tracker: object
+    dataset: dict
+    parent: Optional[dict]
+
+    @property
+    def checkpoint_uri(self) -> str:
+        return self.meta["checkpoint_uri"]
+
+
+def train_checkpoint(context: dg.AssetExecutionContext, stage_key: str, config: StageConfig, dataset: dict,
+                     parent: Optional[dict], storage: StorageResource, catalog: CatalogResource,
+                     model_store: ModelStoreResource, mlflow: MlflowResource, launcher: TrainingLauncherResource,
+                     variant: Optional[str] = None, extra: Optional[dict] = None) -> TrainedCheckpoint:
+    """One `accelerate launch` of the training entry point for `stage_key`'s preset, tracked as one
+    MLflow run (dataset as input, checkpoint as logged model) and one `checkpoints` catalog row.
+
+    `dataset`: a `dataset_versions` row (dataset_version, manifest_uri, asset); `parent`: a
+    `checkpoints` row or None; `variant`: a sub-name when one asset trains several (camera LoRAs).
+    """
     from svd_dag.training.config import STAGE_PRESETS, TrainConfig
 
     cat, store = catalog.catalog(), storage.store()
-    dataset = _current_dataset(cat, dataset_asset)
-    parent = _current_checkpoint(cat, parent_asset) if parent_asset else None
     if config.profile not in STAGE_PRESETS[stage_key]:
         raise ValueError(f"profile must be one of {sorted(STAGE_PRESETS[stage_key])}, got {config.profile!r}")
-    preset = {**STAGE_PRESETS[stage_key][config.profile], **config.overrides()}
+    preset = {**STAGE_PRESETS[stage_key][config.profile], **config.overrides(), **(extra or {})}
     probe = TrainConfig(profile=config.profile, manifest_uri="", output_uri="", state_dir="", **preset).validate()
     # Same inputs + same hyperparameters -> same state folder: a killed run resumes on re-materialization.
-    key = hashlib.sha256(json.dumps([stage_key, probe.digest(), dataset["dataset_version"],
+    key = hashlib.sha256(json.dumps([stage_key, variant, probe.digest(), dataset["dataset_version"],
                                      parent["data_version"] if parent else None, TRAINING_CODE]).encode()).hexdigest()[:12]
     asset_name = context.asset_key.to_user_string()
-    local_out = store.is_local
+    run_name = f"{asset_name}-{variant}" if variant else asset_name
+    if parent and "://" in parent["checkpoint_uri"]:
+        raise NotImplementedError("training from an s3:// parent checkpoint: download support is planned")
     cfg = TrainConfig(
         profile=config.profile, manifest_uri=dataset["manifest_uri"],
-        output_uri=store.uri(f"checkpoints/{asset_name}/{key}"),
-        state_dir=os.path.join(launcher.state_root, asset_name, key),
+        output_uri=store.uri(f"checkpoints/{run_name}/{key}"),
+        state_dir=os.path.join(launcher.state_root, run_name, key),
         init_from=parent["checkpoint_uri"] if parent else None,
         models_uri=model_store.uri, storage_options=storage.options(), raw_options={},
         mlflow_tracking_uri=mlflow.tracking_uri, **preset,
     ).validate()
-    if parent and not local_out:
-        raise NotImplementedError("training from an s3:// parent checkpoint: download support is planned")
     tracker = mlflow.tracker()
     run_id = tracker.start_run(
-        run_name=f"{asset_name}-{key}", params={**cfg.hyperparameters(), "init_from": cfg.init_from or "",
-                                               "dataset_version": dataset["dataset_version"]},
-        tags={"dagster.run_id": context.run_id, "dagster.asset": asset_name, "svd_dag.state_key": key},
+        run_name=f"{run_name}-{key}", params={**cfg.hyperparameters(), "init_from": cfg.init_from or "",
+                                             "dataset_version": dataset["dataset_version"]},
+        tags={"dagster.run_id": context.run_id, "dagster.asset": asset_name, "svd_dag.state_key": key,
+              **({"svd_dag.variant": variant} if variant else {})},
     )
-    tracker.log_dataset(run_id, dataset["manifest_uri"], dataset["dataset_version"], dataset_asset)
+    tracker.log_dataset(run_id, dataset["manifest_uri"], dataset["dataset_version"], dataset["asset"])
     cfg.mlflow_run_id = run_id
     os.makedirs(cfg.state_dir, exist_ok=True)
     config_path = os.path.join(cfg.state_dir, "run.json")
@@ -149,35 +181,89 @@ def _train_stage(context: dg.AssetExecutionContext, stage_key: str, config: Stag
         tracker.finish(run_id, {}, ok=False)
         raise
     meta = {k: getattr(v, "value", v) for k, v in (result.metadata or {}).items()}
-    model_id = tracker.log_checkpoint_model(run_id, asset_name, meta["checkpoint_uri"], cfg.hyperparameters(),
+    model_id = tracker.log_checkpoint_model(run_id, run_name, meta["checkpoint_uri"], cfg.hyperparameters(),
                                             {"dataset_version": dataset["dataset_version"]})
+    if meta.get("samples_index"):
+        tracker.log_store_files(run_id, store, _sample_files(store, meta["samples_index"]), "samples")
     tracker.finish(run_id, {"final_loss": meta.get("final_loss"), "first_loss": meta.get("first_loss"),
-                            "samples_seen": meta.get("samples_seen"), "wall_time_s": meta.get("wall_time_s")})
+                            "samples_seen": meta.get("samples_seen"), "wall_time_s": meta.get("wall_time_s"),
+                            "sample_seconds_per_video": meta.get("sample_seconds_per_video")})
     version = result.data_version.value if result.data_version else None
     cat.upsert("checkpoints", pa.Table.from_pylist([{
-        "asset": asset_name, "state_key": key, "checkpoint_uri": meta["checkpoint_uri"], "data_version": version,
-        "parent_asset": parent_asset, "parent_checkpoint_uri": parent["checkpoint_uri"] if parent else None,
-        "parent_data_version": parent["data_version"] if parent else None, "dataset_asset": dataset_asset,
+        "asset": asset_name, "variant": variant or "", "state_key": key, "checkpoint_uri": meta["checkpoint_uri"],
+        "data_version": version, "parent_asset": parent["asset"] if parent else None,
+        "parent_checkpoint_uri": parent["checkpoint_uri"] if parent else None,
+        "parent_data_version": parent["data_version"] if parent else None, "dataset_asset": dataset["asset"],
         "dataset_version": dataset["dataset_version"], "manifest_uri": dataset["manifest_uri"],
-        "profile": config.profile, "steps": int(meta["steps"]), "mlflow_run_id": run_id, "mlflow_model_id": model_id,
-        "dagster_run_id": context.run_id, "created_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
-    }]), key=["asset", "data_version"])
-    weights_note = ("random-init VAE/text encoder (tiny profile): the weights are real training, the latent space is not SD's"
-                    if meta.get("vae_weights") == "random" else "pretrained VAE")
-    return dg.MaterializeResult(
-        data_version=result.data_version,
-        metadata={
-            **(result.metadata or {}),
-            "checkpoint_uri": uri_metadata(meta["checkpoint_uri"]),
-            "parent_checkpoint_uri": parent["checkpoint_uri"] if parent else "-",
-            "dataset_manifest_uri": uri_metadata(dataset["manifest_uri"]),
-            "dataset_version": dataset["dataset_version"],
-            "profile": config.profile,
-            "mlflow_run": tracker.run_link(run_id),
-            "mlflow_model_id": model_id,
-            "weights": weights_note,
-        },
-    )
+        "profile": config.profile, "task": meta.get("task", "text"), "steps": int(meta["steps"]),
+        "mlflow_run_id": run_id, "mlflow_model_id": model_id, "dagster_run_id": context.run_id,
+        "created_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+    }]), key=["asset", "variant", "data_version"])
+    return TrainedCheckpoint(asset_name, variant, meta, result, run_id, model_id, tracker, dataset, parent)
+
+
+def _sample_files(store, index_uri: str) -> list[str]:
+    index = json.loads(store.read_bytes(index_uri))
+    base = index_uri.rsplit("/", 2)[0]
+    return [index_uri] + [f"{base}/{s[kind]}" for s in index["samples"] for kind in ("mp4", "gif")]
+
+
+def sample_preview(store, meta: dict, limit: int = 2) -> dict:
+    """Metadata for a fine-tune's rendered samples: their URIs and an inline GIF preview."""
+    from svd_dag.sampling.video_io import preview_markdown
+
+    if not meta.get("samples_index"):
+        return {}
+    index = json.loads(store.read_bytes(meta["samples_index"]))
+    base = meta["samples_index"].rsplit("/", 2)[0]
+    previews = [preview_markdown(store.read_bytes(f"{base}/{s['gif']}"),
+                                 f"{s['name']} seed {s['seed']}: {s['conditioning']}, {s['frames']} frames, "
+                                 f"{index['steps']} Euler steps, guidance {index['guidance'][0]}->{index['guidance'][1]}")
+                for s in index["samples"][:limit]]
+    return {"sample_videos": dg.MetadataValue.json([f"{base}/{s['mp4']}" for s in index["samples"]]),
+            "sample_preview": dg.MetadataValue.md("\n\n".join(previews)),
+            "samples_index": uri_metadata(meta["samples_index"])}
+
+
+def checkpoint_metadata(trained: TrainedCheckpoint, profile: str, store=None) -> dict:
+    meta = trained.meta
+    weights_note = ("tiny profile: VAE fitted here on the data's frames, random-init text/image encoders; the "
+                    "weights are real training, not SD's latent space" if meta.get("vae_weights") == "tiny-fitted" else
+                    "random-init VAE/text/image encoders" if meta.get("vae_weights") == "random" else "pretrained VAE")
+    return {
+        **{k: v for k, v in (trained.result.metadata or {}).items() if k not in ("samples_index",)},
+        "checkpoint_uri": uri_metadata(meta["checkpoint_uri"]),
+        "parent_checkpoint_uri": trained.parent["checkpoint_uri"] if trained.parent else "-",
+        "dataset_manifest_uri": uri_metadata(trained.dataset["manifest_uri"]),
+        "dataset_version": trained.dataset["dataset_version"],
+        "profile": profile,
+        "mlflow_run": trained.tracker.run_link(trained.run_id),
+        "mlflow_model_id": trained.model_id,
+        "weights": weights_note,
+        **(sample_preview(store, meta) if store is not None else {}),
+    }
+
+
+def _train_stage(context: dg.AssetExecutionContext, stage_key: str, config: StageConfig, dataset_asset: str,
+                 parent_asset: Optional[str], storage: StorageResource, catalog: CatalogResource,
+                 model_store: ModelStoreResource, mlflow: MlflowResource, launcher: TrainingLauncherResource,
+                 ) -> dg.MaterializeResult:
+    cat = catalog.catalog()
+    dataset = {**current_dataset(cat, dataset_asset), "asset": dataset_asset}
+    parent = current_checkpoint(cat, parent_asset) if parent_asset else None
+    trained = train_checkpoint(context, stage_key, config, dataset, parent, storage, catalog, model_store, mlflow,
+                               launcher)
+    if config.hires_phase:
+        if stage_key != "stage2":
+            raise ValueError("hires_phase applies to stage2_video_checkpoint only")
+        base = current_checkpoint(cat, context.asset_key.to_user_string())  # the row the first phase just wrote
+        trained = train_checkpoint(context, "stage2_hires", config, dataset, base, storage, catalog, model_store,
+                                   mlflow, launcher, variant="hires")
+        catalog.catalog().upsert("checkpoints", pa.Table.from_pylist([{
+            **current_checkpoint(cat, context.asset_key.to_user_string(), "hires"), "variant": ""}]),
+            key=["asset", "variant", "data_version"])
+    return dg.MaterializeResult(data_version=trained.result.data_version,
+                                metadata=checkpoint_metadata(trained, config.profile, storage.store()))
 
 
 def _stage_asset(name: str, stage_key: str, dataset_asset, parent, description: str):

@@ -7,3 +7,10 @@ training_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("training"),
     description="hq_finetune_set, then stage I -> II -> III checkpoints (profile in each asset's config).",
 )
+
+finetunes_job = dg.define_asset_job(
+    "finetunes",
+    selection=dg.AssetSelection.groups("finetunes"),
+    description="camera labels and orbit renders, then I2V -> interpolation, multi-view and camera LoRAs, each "
+                "ending with rendered sample videos.",
+)

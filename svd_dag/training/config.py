@@ -16,6 +16,9 @@ from typing import Any
 
 STAGES = ("image", "video")
 PROFILES = ("tiny", "full")
+# What conditions the video model: text (stages I-III), one image (I2V, and multi-view with
+# camera elevation), or the first and last frames (interpolation). See conditioning_frames.py.
+TASKS = ("text", "i2v", "interpolation", "multiview")
 
 
 @dataclass
@@ -47,6 +50,24 @@ class TrainConfig:
     motion_saturation: float = 20.0
     cond_noise_strength: float = 0.0
     seed: int = 0
+    # Tiny profile, stage I: fit the small VAE to the data's frames first (0 = keep it random).
+    vae_fit_steps: int = 0
+    task: str = "text"
+    # I2V family: the conditioning frame is noised in pixel space with ln s ~ N(cond_p_mean, cond_p_std^2)
+    # (that s is also the noise-strength micro-condition); image embedding and conditioning latent
+    # are dropped independently for classifier-free guidance.
+    cond_p_mean: float = -3.0
+    cond_p_std: float = 0.5
+    image_dropout: float = 0.1
+    latent_dropout: float = 0.1
+    image_encoder: str = "svd-tiny-vision"  # a tiny random CLIP vision tower, or "store" (<model store>/image_encoder/)
+    lora_rank: int = 0  # > 0: train only a LoRA of this rank on the temporal attention layers (camera LoRAs)
+    # The sample-generation step after an image-conditioned fine-tune (svd_dag.sampling.samples).
+    sample_count: int = 2  # fixed inputs (first items of the data in a stable order); 0 = none
+    sample_seeds: list = field(default_factory=lambda: [0])
+    sample_steps: int = 25
+    sample_guidance: list = field(default_factory=list)  # [min, max]; empty: SVD's ramp for the frame count
+    orbits_uri: str = ""  # multi-view: folder of orbit renders (svd_dag.training.orbits) instead of a manifest
     models_uri: str = ""
     storage_options: dict = field(default_factory=dict)
     raw_options: dict = field(default_factory=dict)
@@ -69,6 +90,21 @@ class TrainConfig:
             raise ValueError(f"height and width must be multiples of 8, got {self.height}x{self.width}")
         if not 0 <= self.text_dropout < 1:
             raise ValueError(f"text_dropout must be in [0, 1), got {self.text_dropout}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.task != "text" and self.stage != "video":
+            raise ValueError(f"the {self.task} fine-tune is a video stage: stage must be 'video'")
+        if self.task == "interpolation" and self.num_frames < 3:
+            raise ValueError("interpolation needs num_frames >= 3 (first and last are given)")
+        if self.task == "multiview" and not self.orbits_uri:
+            raise ValueError("the multiview fine-tune reads orbit renders: orbits_uri is required")
+        if len(self.sample_guidance) not in (0, 2) or self.sample_steps < 1 or self.sample_count < 0:
+            raise ValueError("sample_guidance must be [] or [min, max], sample_steps >= 1, sample_count >= 0")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0, got {self.lora_rank}")
+        for name in ("image_dropout", "latent_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be no|fp16|bf16, got {self.mixed_precision!r}")
         return self
@@ -82,7 +118,7 @@ class TrainConfig:
 
     def hyperparameters(self) -> dict[str, Any]:
         """What defines the result (for code versions and MLflow params): not where it goes."""
-        skip = {"manifest_uri", "output_uri", "state_dir", "init_from", "storage_options", "raw_options",
+        skip = {"manifest_uri", "output_uri", "state_dir", "init_from", "storage_options", "raw_options", "orbits_uri",
                 "mlflow_tracking_uri", "mlflow_run_id", "models_uri"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
@@ -93,7 +129,8 @@ class TrainConfig:
 # Per-stage presets: (tiny, full). Only what differs from the dataclass defaults.
 STAGE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "stage1": {
-        "tiny": dict(stage="image", num_frames=1, steps=12, batch_size=4, time_embedding_only_steps=4, checkpoint_every=6),
+        "tiny": dict(stage="image", num_frames=1, steps=12, batch_size=4, time_embedding_only_steps=4, checkpoint_every=6,
+                     vae_fit_steps=120),
         "full": dict(stage="image", num_frames=1, height=256, width=384, steps=31_000, batch_size=256,
                      time_embedding_only_steps=1_000, checkpoint_every=1_000, text_arch="ViT-H-14", mixed_precision="bf16",
                      gradient_checkpointing=True),
@@ -109,5 +146,49 @@ STAGE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "full": dict(stage="video", num_frames=14, height=576, width=1024, steps=50_000, batch_size=768,
                      learning_rate=3e-5, p_mean=0.5, p_std=1.4, checkpoint_every=1_000, text_arch="ViT-H-14",
                      mixed_precision="bf16", gradient_checkpointing=True),
+    },
+    # SVD's stage II hi-res step (SPEC section 3): stage II continued at 320x576 with (0.0, 1.0).
+    "stage2_hires": {
+        "tiny": dict(stage="video", num_frames=4, height=40, width=72, steps=6, batch_size=2, checkpoint_every=3,
+                     p_mean=0.0, p_std=1.0),
+        "full": dict(stage="video", num_frames=14, height=320, width=576, steps=100_000, batch_size=768,
+                     p_mean=0.0, p_std=1.0, checkpoint_every=1_000, text_arch="ViT-H-14", mixed_precision="bf16",
+                     gradient_checkpointing=True),
+    },
+    # Fine-tunes (issue 4). Full sizes are the paper's; "image_encoder=store" reads SVD's CLIP vision tower.
+    "i2v": {
+        "tiny": dict(sample_steps=4, stage="video", task="i2v", num_frames=4, steps=10, batch_size=2, checkpoint_every=5,
+                     p_mean=0.7, p_std=1.6, learning_rate=3e-4),
+        "full": dict(stage="video", task="i2v", num_frames=14, height=320, width=576, steps=50_000, batch_size=768,
+                     learning_rate=3e-5, p_mean=0.7, p_std=1.6, checkpoint_every=1_000, text_arch="ViT-H-14",
+                     image_encoder="store", mixed_precision="bf16", gradient_checkpointing=True),
+    },
+    "i2v25": {
+        "tiny": dict(sample_steps=4, stage="video", task="i2v", num_frames=6, steps=10, batch_size=2, checkpoint_every=5,
+                     p_mean=1.0, p_std=1.6, learning_rate=3e-4),
+        "full": dict(stage="video", task="i2v", num_frames=25, height=576, width=1024, steps=50_000, batch_size=768,
+                     learning_rate=3e-5, p_mean=1.0, p_std=1.6, checkpoint_every=1_000, text_arch="ViT-H-14",
+                     image_encoder="store", mixed_precision="bf16", gradient_checkpointing=True),
+    },
+    "interpolation": {
+        "tiny": dict(sample_steps=4, stage="video", task="interpolation", num_frames=5, steps=10, batch_size=2, checkpoint_every=5,
+                     p_mean=1.0, p_std=1.2, learning_rate=1e-3),
+        "full": dict(stage="video", task="interpolation", num_frames=5, height=576, width=1024, steps=10_000,
+                     batch_size=256, learning_rate=1e-4, p_mean=1.0, p_std=1.2, checkpoint_every=1_000,
+                     text_arch="ViT-H-14", image_encoder="store", mixed_precision="bf16", gradient_checkpointing=True),
+    },
+    "multiview": {
+        "tiny": dict(sample_steps=4, stage="video", task="multiview", num_frames=6, height=32, width=32, steps=10, batch_size=2,
+                     checkpoint_every=5, p_mean=0.7, p_std=1.6, learning_rate=3e-4),
+        "full": dict(stage="video", task="multiview", num_frames=21, height=576, width=576, steps=12_000, batch_size=16,
+                     learning_rate=1e-5, p_mean=0.7, p_std=1.6, checkpoint_every=1_000, text_arch="ViT-H-14",
+                     image_encoder="store", mixed_precision="bf16", gradient_checkpointing=True),
+    },
+    "camera_lora": {
+        "tiny": dict(sample_steps=4, stage="video", task="i2v", lora_rank=16, num_frames=4, steps=6, batch_size=2, checkpoint_every=3,
+                     p_mean=0.7, p_std=1.6, learning_rate=1e-3),
+        "full": dict(stage="video", task="i2v", lora_rank=16, num_frames=14, height=320, width=576, steps=5_000,
+                     batch_size=64, learning_rate=1e-4, p_mean=0.7, p_std=1.6, checkpoint_every=500,
+                     text_arch="ViT-H-14", image_encoder="store", mixed_precision="bf16", gradient_checkpointing=True),
     },
 }

@@ -48,16 +48,28 @@ class ClipDataset(torch.utils.data.Dataset):
             self._stores[root] = Store(root, self.raw_options)
         return self._stores[root]
 
-    def __getitem__(self, i: int) -> dict[str, Any] | None:
-        row = self.rows[i]
+    def _frames(self, row: dict[str, Any], offset: int) -> tuple[np.ndarray, list[int]] | None:
         try:
             idx = frame_indices(row["start_frame"], row["end_frame"], row["fps"], self.num_frames, self.target_fps,
-                                offset=self.rng.randrange(0, row["end_frame"] - row["start_frame"]))
+                                offset=offset)
             frames = read_frames(self._store(row["video_uri"]), row["video_uri"], idx, row["fps"])
         except (VideoError, ValueError) as e:
             log.warning("skipping clip %s: %s", row["clip_id"], e)
             return None
-        arr = np.stack([resize_center_crop(f, self.height, self.width) for f in frames])  # F, H, W, 3
+        return np.stack([resize_center_crop(f, self.height, self.width) for f in frames]), idx  # F, H, W, 3
+
+    def reference(self, i: int) -> tuple[str, np.ndarray, float | None] | None:
+        """(clip_id, uint8 frames from the clip's start, no elevation) in clip_id order: fixed sample inputs."""
+        row = sorted(self.rows, key=lambda r: r["clip_id"])[i]
+        got = self._frames(row, 0)
+        return None if got is None else (row["clip_id"], got[0], None)
+
+    def __getitem__(self, i: int) -> dict[str, Any] | None:
+        row = self.rows[i]
+        got = self._frames(row, self.rng.randrange(0, row["end_frame"] - row["start_frame"]))
+        if got is None:
+            return None
+        arr, idx = got
         pixels = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         return {
             "pixels": pixels,
@@ -68,11 +80,66 @@ class ClipDataset(torch.utils.data.Dataset):
         }
 
 
+# An orbit has no frame rate and no motion score: multi-view items carry these constants
+# (diffusers' default fps, bucket 0), which the model sees on every item and so learns to ignore.
+ORBIT_FPS = 7.0
+
+
+class OrbitDataset(torch.utils.data.Dataset):
+    """Objects of an orbit-render folder (svd_dag.training.orbits): `num_frames` views spread
+    evenly over each orbit, resized/cropped like clips, with the orbit's camera elevation."""
+
+    def __init__(self, orbits_uri: str, num_frames: int, height: int, width: int, options: dict | None = None):
+        from svd_dag.training.orbits import list_orbit_objects
+
+        self.store = Store(orbits_uri, options)
+        self.objects = list_orbit_objects(self.store, "")
+        self.num_frames, self.height, self.width = num_frames, height, width
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def reference(self, i: int) -> tuple[str, np.ndarray, float | None] | None:
+        """(object id, uint8 views, elevation): fixed sample inputs, in object order."""
+        got = self._views(i)
+        return None if got is None else (got[0].object_id, got[1], float(got[0].elevation_deg))
+
+    def _views(self, i: int):
+        from svd_dag.training.orbits import OrbitFormatError, read_orbit_folder
+
+        try:
+            orbit = read_orbit_folder(self.store, self.objects[i])
+        except OrbitFormatError as e:
+            log.warning("skipping orbit %s: %s", self.objects[i], e)
+            return None
+        views = len(orbit.frames)
+        if views < self.num_frames:
+            log.warning("skipping orbit %s: %d views, %d needed", self.objects[i], views, self.num_frames)
+            return None
+        idx = [int(k * views / self.num_frames) for k in range(self.num_frames)]
+        return orbit, np.stack([resize_center_crop(orbit.frames[j], self.height, self.width) for j in idx])
+
+    def __getitem__(self, i: int) -> dict[str, Any] | None:
+        got = self._views(i)
+        if got is None:
+            return None
+        orbit, arr = got
+        return {
+            "pixels": torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0,
+            "fps": ORBIT_FPS,
+            "motion_score": None,
+            "caption": "",
+            "clip_id": orbit.object_id,
+            "elevation_deg": float(orbit.elevation_deg),
+        }
+
+
 def collate(items: list[dict[str, Any] | None]) -> dict[str, Any]:
     kept = [it for it in items if it is not None]
     out: dict[str, Any] = {"skipped": len(items) - len(kept), "size": len(kept)}
     if kept:
         out["pixels"] = torch.stack([it["pixels"] for it in kept])  # B, F, 3, H, W
-        for key in ("fps", "motion_score", "caption", "clip_id"):
-            out[key] = [it[key] for it in kept]
+        for key in ("fps", "motion_score", "caption", "clip_id", "elevation_deg"):
+            if key in kept[0]:
+                out[key] = [it[key] for it in kept]
     return out

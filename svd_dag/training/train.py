@@ -89,6 +89,8 @@ def _build_unet(cfg: TrainConfig, latent_channels: int, text_width: int, store=N
         return unets.build_image_unet(config), {"init": "random (tiny profile)"}
     if parent is None:
         raise ValueError("a video stage starts from a checkpoint: init_from is required")
+    if parent_class == "UNet2DConditionModel" and cfg.task != "text":
+        raise ValueError(f"the {cfg.task} fine-tune starts from a video checkpoint, got an image UNet in {cfg.init_from}")
     if parent_class == "UNet2DConditionModel":
         image_unet = UNet2DConditionModel.from_pretrained(parent)
         add_dim = 256 if cfg.profile == "full" else unets.TINY_ADDITION_TIME_EMBED_DIM
@@ -97,7 +99,19 @@ def _build_unet(cfg: TrainConfig, latent_channels: int, text_width: int, store=N
         inflation = unets.inflate_image_unet(image_unet, video_config)
         return inflation.unet, {"init": f"inflated from {cfg.init_from}",
                                 "copied_params": inflation.report.copied_params, "new_params": inflation.report.new_params}
-    return UNetSpatioTemporalConditionModel.from_pretrained(parent), {"init": f"continued from {cfg.init_from}"}
+    unet = UNetSpatioTemporalConditionModel.from_pretrained(parent)
+    info: dict[str, Any] = {"init": f"continued from {cfg.init_from}"}
+    if cfg.task != "text":
+        from svd_dag.training import finetune_models
+        from svd_dag.training.conditioning_frames import extra_in_channels
+
+        wanted = latent_channels + extra_in_channels(cfg.task, latent_channels)
+        if unet.config.in_channels != wanted:
+            info["widened_conv_in"] = f"{unet.config.in_channels} -> {wanted}"
+            unet = finetune_models.widen_conv_in(unet, wanted)
+        if cfg.task == "multiview":
+            unet = finetune_models.add_vector_conditions(unet, 4)  # + camera elevation
+    return unet, info
 
 
 class _Mlflow:
@@ -134,37 +148,53 @@ def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
     from svd_dag.model_store import ModelStore
     from svd_dag.training import conditioning, edm
     from svd_dag.training.components import build_vae, encode_frames, load_text_encoder
-    from svd_dag.training.data import ClipDataset, collate, read_manifest
+    from svd_dag.training.data import collate
 
     main = accelerator.is_main_process
     say = (pipes.log.info if pipes is not None else log.info) if main else (lambda *_: None)
     set_seed(cfg.seed)
     store = ModelStore(cfg.models_uri, os.path.join(cfg.state_dir, "model_cache")) if cfg.models_uri else None
-    text = load_text_encoder(cfg.text_arch, store, cfg.seed)
+    parent_meta = _parent_meta(cfg.init_from)
     if cfg.init_from and os.path.exists(os.path.join(cfg.init_from, "vae", "config.json")):
         from diffusers import AutoencoderKLTemporalDecoder
 
         vae = AutoencoderKLTemporalDecoder.from_pretrained(os.path.join(cfg.init_from, "vae")).eval().requires_grad_(False)
-        vae_weights = json.load(open(os.path.join(cfg.init_from, "svd_dag_training.json")))["vae_weights"]
+        vae_weights = parent_meta["vae_weights"]
     else:
         vae, vae_weights, _ = build_vae(cfg.profile, store, cfg.seed)
-    unet, init_info = _build_unet(cfg, vae.config.latent_channels, text.width, store)
+    vae_fit: dict[str, Any] = {}
+    if vae_weights == "random" and cfg.vae_fit_steps:
+        vae_fit = _fit_vae(cfg, vae, accelerator)
+        vae_weights = "tiny-fitted"
+        say(f"fitted the tiny VAE: {vae_fit}")
+    image_task = cfg.task != "text"
+    text = None if image_task else load_text_encoder(cfg.text_arch, store, cfg.seed)
+    cross_dim = text.width if text is not None else _parent_cross_attention_dim(cfg.init_from)
+    unet, init_info = _build_unet(cfg, vae.config.latent_channels, cross_dim, store)
+    encoder = _image_encoder(cfg, unet, store) if image_task else None
+    lora = None
+    if cfg.lora_rank:
+        from svd_dag.training.finetune_models import add_temporal_lora
+
+        lora = add_temporal_lora(unet, cfg.lora_rank)
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    ema = EMAModel(unet.parameters(), decay=cfg.ema_max_decay, model_cls=type(unet), model_config=unet.config)
+    trainable = [p for p in unet.parameters() if p.requires_grad]
+    ema = EMAModel(trainable, decay=cfg.ema_max_decay, model_cls=type(unet), model_config=unet.config)
 
-    rows = read_manifest(cfg.manifest_uri, cfg.storage_options)
-    dataset = ClipDataset(rows, cfg.num_frames, cfg.target_fps, cfg.height, cfg.width, cfg.raw_options, cfg.seed)
+    dataset = _dataset(cfg)
     if len(dataset) == 0:
-        raise ValueError(f"{cfg.manifest_uri}: no clip has the {cfg.num_frames} frames this stage needs")
+        raise ValueError(f"{cfg.orbits_uri or cfg.manifest_uri}: no item has the {cfg.num_frames} frames this stage needs")
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
                                          generator=torch.Generator().manual_seed(cfg.seed))
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=1e-2)
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=1e-2)
     scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg.warmup_steps)
     unet, optimizer, loader, scheduler = accelerator.prepare(unet, optimizer, loader, scheduler)
     accelerator.register_for_checkpointing(ema)
     vae.to(accelerator.device)
-    text.model.to(accelerator.device)
+    for frozen in (text, encoder):
+        if frozen is not None:
+            frozen.model.to(accelerator.device)
 
     step, resumed_from = 0, None
     found = latest_state(cfg.state_dir)
@@ -192,18 +222,24 @@ def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
         b, f = pixels.shape[:2]
         latents = encode_frames(vae, pixels.flatten(0, 1)).unflatten(0, (b, f))
         x0 = latents[:, 0] if cfg.stage == "image" else latents
-        hidden = conditioning.drop_text_conditioning(text.encode(batch["caption"], accelerator.device),
-                                                     p=cfg.text_dropout, generator=gen)
         sigmas = edm.sample_training_sigmas(b, cfg.p_mean, cfg.p_std, generator=gen).to(accelerator.device)
         noise = torch.randn(x0.shape, generator=gen).to(accelerator.device)
-        kwargs: dict[str, Any] = {"encoder_hidden_states": hidden}
+        kwargs: dict[str, Any] = {}
+        concat = None
+        if image_task:
+            cond = _image_conditioning(cfg, vae, encoder, pixels, gen)
+            kwargs["encoder_hidden_states"], concat = cond.hidden, cond.concat
+            strength = cond.strength
+        else:
+            kwargs["encoder_hidden_states"] = conditioning.drop_text_conditioning(
+                text.encode(batch["caption"], accelerator.device), p=cfg.text_dropout, generator=gen)
+            strength = torch.full((b,), cfg.cond_noise_strength)
         if cfg.stage == "video":
-            motion = [m if m is not None and not math.isnan(m) else 0.0 for m in batch["motion_score"]]
-            buckets = conditioning.motion_bucket_id(torch.tensor(motion), saturation_score=cfg.motion_saturation)
-            kwargs["added_time_ids"] = conditioning.added_time_ids(
-                torch.tensor(batch["fps"]), buckets, cfg.cond_noise_strength).to(accelerator.device)
+            kwargs["added_time_ids"] = _added_time_ids(cfg, batch, strength).to(accelerator.device)
 
         def model_fn(x_in, c_noise):
+            if concat is not None:
+                x_in = torch.cat([x_in, concat.to(x_in.dtype)], dim=2)
             return unet(x_in, c_noise, **kwargs).sample
 
         with accelerator.accumulate(unet):
@@ -214,11 +250,11 @@ def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
                     if not name.startswith("time_embedding"):
                         p.grad = None
             if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
+                accelerator.clip_grad_norm_(trainable, cfg.grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-        ema.step(accelerator.unwrap_model(unet).parameters())
+        ema.step(trainable)
         step += 1
         samples += b * accelerator.num_processes
         value = accelerator.gather(loss.detach().reshape(1)).mean().item()
@@ -240,32 +276,193 @@ def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
         mlf.flush()
     result: dict[str, Any] = {}
     if main:
-        result = _save_final(cfg, accelerator.unwrap_model(unet), ema, vae, vae_weights, text, init_info)
+        frozen_info = {**vae_fit, **({"image_encoder": encoder.version, "image_encoder_weights": encoder.weights} if encoder is not None
+                       else {"text_encoder": text.version, "text_weights": text.weights})}
+        result = _save_final(cfg, accelerator.unwrap_model(unet), ema, trainable, vae, vae_weights, encoder, lora,
+                             {**init_info, **frozen_info}, parent_meta, dataset, say)
         result.update(steps=step, resumed_from=resumed_from, skipped_clips=skipped, samples_seen=samples,
                       wall_time_s=round(time.time() - started, 2),
                       **loss_summary(losses))
     return result
 
 
-def _save_final(cfg: TrainConfig, unet, ema, vae, vae_weights: str, text, init_info: dict) -> dict[str, Any]:
+def _save_final(cfg: TrainConfig, unet, ema, trainable, vae, vae_weights: str, encoder, lora, info: dict,
+                parent_meta: dict, dataset, say) -> dict[str, Any]:
+    """Write the final weights to `cfg.output_uri`.
+
+    Text stages: unet/ (raw), unet_ema/, vae/. Image fine-tunes: a diffusers pipeline layout with
+    unet/ = EMA weights (what a user samples with), unet_raw/, vae/, image_encoder/,
+    feature_extractor/, scheduler/; the I2V one also gets model_index.json so that
+    `StableVideoDiffusionPipeline.from_pretrained` loads it. Camera LoRAs: the adapter only.
+    """
     import copy
 
     from svd_dag.storage import Store
 
     with tempfile.TemporaryDirectory(dir=cfg.state_dir) as tmp:
-        unet.save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
-        ema_unet = copy.deepcopy(unet)
-        ema.copy_to(ema_unet.parameters())
-        ema_unet.save_pretrained(os.path.join(tmp, "unet_ema"), safe_serialization=True)
-        vae.save_pretrained(os.path.join(tmp, "vae"), safe_serialization=True)
+        layout: dict[str, Any] = {}
+        if lora is not None:
+            from svd_dag.training.finetune_models import save_temporal_lora
+
+            save_temporal_lora(unet, lora, os.path.join(tmp, "adapter"))
+            layout = {"adapter": "adapter", "base_checkpoint": cfg.init_from}
+        else:
+            ema_unet = copy.deepcopy(unet)
+            ema.copy_to([p for p in ema_unet.parameters() if p.requires_grad])
+            if encoder is None:
+                unet.save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
+                ema_unet.save_pretrained(os.path.join(tmp, "unet_ema"), safe_serialization=True)
+                vae.save_pretrained(os.path.join(tmp, "vae"), safe_serialization=True)
+                layout = {"raw": "unet", "ema": "unet_ema"}
+            else:
+                layout = _save_image_model(cfg, tmp, unet, ema_unet, vae, encoder)
         digest = _weights_digest(tmp)
-        meta = {"config": json.loads(cfg.to_json()), "vae_weights": vae_weights, "text_encoder": text.version,
-                "text_weights": text.weights, "init": init_info, "weights_digest": digest}
+        meta = {"config": json.loads(cfg.to_json()), "vae_weights": vae_weights, "init": info, "layout": layout,
+                "weights_digest": digest, "task": cfg.task, "parent": parent_meta.get("weights_digest")}
         with open(os.path.join(tmp, "svd_dag_training.json"), "w") as fh:
             json.dump(meta, fh, indent=2)
+        rendered = _render_samples(cfg, tmp, dataset, say) if encoder is not None and cfg.sample_count else []
         root, rel = cfg.output_uri.rsplit("/", 1)
         uri = Store(root, cfg.storage_options).put_dir(tmp, rel)
-    return {"checkpoint_uri": uri, "data_version": digest, "vae_weights": vae_weights, "text_weights": text.weights, **init_info}
+    out = {"checkpoint_uri": uri, "data_version": digest, "vae_weights": vae_weights, "task": cfg.task, **info}
+    if rendered:
+        out.update(samples_index=f"{uri}/samples/samples.json", sample_videos=len(rendered),
+                   sample_seconds_per_video=round(sum(r.seconds for r in rendered) / len(rendered), 3))
+    return out
+
+
+def _render_samples(cfg: TrainConfig, folder: str, dataset, say) -> list:
+    """Fixed inputs x seeds through the just-saved weights (EMA UNet; LoRA: base + adapter)."""
+    from svd_dag.sampling.euler import Guidance
+    from svd_dag.sampling.generate import load_video_model
+    from svd_dag.sampling.samples import SampleInput, render_samples
+
+    if cfg.lora_rank:
+        model = load_video_model(cfg.init_from, adapter=os.path.join(folder, "adapter"))
+    else:
+        model = load_video_model(folder)
+    inputs = []
+    for i in range(len(dataset)):
+        if len(inputs) == cfg.sample_count:
+            break
+        ref = dataset.reference(i)
+        if ref is not None:
+            inputs.append(SampleInput(*ref))
+    if cfg.sample_guidance:
+        guidance = Guidance(*cfg.sample_guidance)
+    else:
+        guidance = Guidance.svd14() if cfg.num_frames <= 14 else Guidance.svd25()
+    rendered = render_samples(model, inputs, folder, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
+                              steps=cfg.sample_steps, guidance=guidance, seeds=list(cfg.sample_seeds))
+    say(f"rendered {len(rendered)} sample videos ({cfg.sample_steps} steps, guidance {guidance.min_scale}->{guidance.max_scale})")
+    return rendered
+
+
+def _save_image_model(cfg: TrainConfig, folder: str, unet, ema_unet, vae, encoder) -> dict[str, Any]:
+    from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
+
+    from svd_dag.sampling.euler import SVD_SCHEDULER_CONFIG
+
+    scheduler = EulerDiscreteScheduler.from_config(SVD_SCHEDULER_CONFIG)
+    encoder.model.config.svd_dag_weights = encoder.weights
+    if cfg.task == "i2v":
+        pipe = StableVideoDiffusionPipeline(vae=vae, image_encoder=encoder.model, unet=ema_unet, scheduler=scheduler,
+                                            feature_extractor=encoder.processor)
+        pipe.save_pretrained(folder, safe_serialization=True)
+    else:  # same layout, no model_index.json: diffusers' SVD pipeline cannot drive these inputs
+        ema_unet.save_pretrained(os.path.join(folder, "unet"), safe_serialization=True)
+        vae.save_pretrained(os.path.join(folder, "vae"), safe_serialization=True)
+        encoder.model.save_pretrained(os.path.join(folder, "image_encoder"), safe_serialization=True)
+        encoder.processor.save_pretrained(os.path.join(folder, "feature_extractor"))
+        scheduler.save_pretrained(os.path.join(folder, "scheduler"))
+    unet.save_pretrained(os.path.join(folder, "unet_raw"), safe_serialization=True)
+    return {"ema": "unet", "raw": "unet_raw", "diffusers_pipeline": cfg.task == "i2v"}
+
+
+VAE_FIT_FRAMES = 4  # frames per clip the tiny VAE's temporal decoder learns to decode together
+
+
+def _fit_vae(cfg: TrainConfig, vae, accelerator) -> dict[str, Any]:
+    """Fit the tiny VAE on up to 16 clips of the stage's data; every rank fits the same way and
+    rank 0's weights are broadcast so all processes share one latent space."""
+    import dataclasses
+
+    from accelerate.utils import broadcast
+
+    from svd_dag.training.components import fit_tiny_vae
+
+    dataset = _dataset(dataclasses.replace(cfg, num_frames=VAE_FIT_FRAMES))
+    clips = [item["pixels"] for item in (dataset[i] for i in range(min(len(dataset), 16))) if item is not None]
+    if not clips:
+        raise ValueError(f"{cfg.manifest_uri}: no clip of {VAE_FIT_FRAMES} frames decodes, cannot fit the tiny VAE")
+    report = fit_tiny_vae(vae, torch.stack(clips), steps=cfg.vae_fit_steps, seed=cfg.seed)
+    if accelerator.num_processes > 1:
+        for p in vae.parameters():
+            p.data = broadcast(p.data, from_process=0)
+        scale = broadcast(torch.tensor([vae.config.scaling_factor]), from_process=0)
+        vae.register_to_config(scaling_factor=float(scale))
+    return report
+
+
+def _parent_meta(init_from: str | None) -> dict[str, Any]:
+    path = os.path.join(init_from, "svd_dag_training.json") if init_from else None
+    if not path or not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _parent_cross_attention_dim(init_from: str | None) -> int:
+    if not init_from:
+        raise ValueError("an image-conditioned fine-tune starts from a video checkpoint: init_from is required")
+    with open(os.path.join(init_from, "unet", "config.json")) as f:
+        return int(json.load(f)["cross_attention_dim"])
+
+
+def _image_encoder(cfg: TrainConfig, unet, store):
+    """The parent's image encoder when it has one (I2V -> interpolation / multi-view / LoRA keep
+    the I2V model's), otherwise the configured one, projecting to the UNet's token width."""
+    from svd_dag.training.conditioning_frames import load_image_encoder
+
+    saved = os.path.join(cfg.init_from, "image_encoder") if cfg.init_from else None
+    folder = saved if saved and os.path.exists(os.path.join(saved, "config.json")) else None
+    encoder = load_image_encoder(cfg.image_encoder, unet.config.cross_attention_dim, store, cfg.seed, folder=folder)
+    if encoder.model.config.projection_dim != unet.config.cross_attention_dim:
+        raise ValueError(f"image encoder projects to {encoder.model.config.projection_dim} but the UNet attends to "
+                         f"{unet.config.cross_attention_dim}-d tokens")
+    return encoder
+
+
+def _dataset(cfg: TrainConfig):
+    from svd_dag.training.data import ClipDataset, OrbitDataset, read_manifest
+
+    if cfg.task == "multiview":
+        return OrbitDataset(cfg.orbits_uri, cfg.num_frames, cfg.height, cfg.width, cfg.storage_options)
+    rows = read_manifest(cfg.manifest_uri, cfg.storage_options)
+    return ClipDataset(rows, cfg.num_frames, cfg.target_fps, cfg.height, cfg.width, cfg.raw_options, cfg.seed)
+
+
+def _image_conditioning(cfg: TrainConfig, vae, encoder, pixels: torch.Tensor, gen: torch.Generator):
+    from svd_dag.training.conditioning_frames import (build_image_conditioning, condition_sigmas,
+                                                      conditioning_frames_of)
+
+    b = pixels.shape[0]
+    strength = condition_sigmas(b, cfg.cond_p_mean, cfg.cond_p_std, gen)
+    drop_image = torch.rand(b, generator=gen) < cfg.image_dropout
+    drop_latent = torch.rand(b, generator=gen) < cfg.latent_dropout
+    return build_image_conditioning(cfg.task, vae, encoder, conditioning_frames_of(cfg.task, pixels), cfg.num_frames,
+                                    strength, generator=gen, drop_image=drop_image, drop_latent=drop_latent)
+
+
+def _added_time_ids(cfg: TrainConfig, batch: dict, strength: torch.Tensor) -> torch.Tensor:
+    from svd_dag.training import conditioning
+
+    motion = [m if m is not None and not math.isnan(m) else 0.0 for m in batch["motion_score"]]
+    buckets = conditioning.motion_bucket_id(torch.tensor(motion), saturation_score=cfg.motion_saturation)
+    ids = conditioning.added_time_ids(torch.tensor(batch["fps"]), buckets, strength)
+    if cfg.task == "multiview":
+        ids = torch.cat([ids, torch.tensor(batch["elevation_deg"], dtype=ids.dtype).view(-1, 1)], dim=1)
+    return ids
 
 
 def main(argv: list[str] | None = None) -> int:

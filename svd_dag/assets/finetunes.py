@@ -1,0 +1,265 @@
+"""Fine-tunes group: the end of the lineage, from the video checkpoints to the models users sample.
+
+`stage2_video_checkpoint` -> `i2v_checkpoint` -> `interpolation_checkpoint`, `multiview_checkpoint`
+(on `orbit_renders`) and `camera_motion_loras` (on `camera_motion_labels`). Every checkpoint is
+one launch of the same training entry point as the stages (`svd_dag.training.train`, a `task`
+in its config), ends with rendered sample videos, and is recorded like the stages: an MLflow
+run with its dataset and a logged model, and rows in the catalog's `checkpoints` table.
+"""
+
+import hashlib
+import io
+import json
+import os
+import re
+from typing import Optional
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from svd_dag.assets.common import md_table, source_version, uri_metadata
+from svd_dag.assets.curation import annotations, lvd_f
+from svd_dag.assets.training import (StageConfig, TrainedCheckpoint, checkpoint_metadata, current_checkpoint,
+                                     current_dataset, hq_finetune_set, stage2_video_checkpoint, train_checkpoint,
+                                     TRAINING_CODE)
+from svd_dag.resources import (CatalogResource, MlflowResource, ModelStoreResource, StorageResource,
+                               TrainingLauncherResource)
+
+GROUP = "finetunes"
+SYNTHETIC_ORBITS = "orbits/synthetic-v1"
+
+
+class FinetuneConfig(StageConfig):
+    sample_count: Optional[int] = Field(default=None, description="sample videos rendered after training (fixed inputs)")
+    sample_steps: Optional[int] = Field(default=None, description="Euler steps per sample video (paper: 25)")
+
+    def overrides(self) -> dict:
+        extra = {"sample_count": self.sample_count, "sample_steps": self.sample_steps}
+        return {**super().overrides(), **{k: v for k, v in extra.items() if v is not None}}
+
+
+class I2vConfig(FinetuneConfig):
+    frames: int = Field(default=14, description="14 or 25: SVD's two image-to-video models (tiny profile: 4 or 6 frames)")
+
+
+def _materialize(trained: TrainedCheckpoint, config: StageConfig, storage: StorageResource) -> dg.MaterializeResult:
+    return dg.MaterializeResult(data_version=trained.result.data_version,
+                                metadata=checkpoint_metadata(trained, config.profile, storage.store()))
+
+
+def _finetune(context, stage_key: str, config: StageConfig, dataset_asset: str, parent_asset: str,
+              storage, catalog, model_store, mlflow, launcher, extra: Optional[dict] = None) -> dg.MaterializeResult:
+    cat = catalog.catalog()
+    dataset = {**current_dataset(cat, dataset_asset), "asset": dataset_asset}
+    trained = train_checkpoint(context, stage_key, config, dataset, current_checkpoint(cat, parent_asset), storage,
+                               catalog, model_store, mlflow, launcher, extra=extra)
+    return _materialize(trained, config, storage)
+
+
+@dg.asset(group_name=GROUP, deps=[stage2_video_checkpoint, hq_finetune_set], code_version=TRAINING_CODE, pool="gpu",
+          kinds={"pytorch", "mlflow", "diffusers"})
+def i2v_checkpoint(context: dg.AssetExecutionContext, config: I2vConfig, storage: StorageResource,
+                   catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource,
+                   launcher: TrainingLauncherResource) -> dg.MaterializeResult:
+    """Image-to-video (SVD-I2V): stage II with the text tokens replaced by the CLIP image
+    embedding of the first frame, whose noised VAE latent is concatenated to every frame
+    (8 input channels), trained on the HQ set with ln sigma ~ N(0.7, 1.6) (14 frames) or
+    N(1.0, 1.6) (25). Saved as a complete diffusers `StableVideoDiffusionPipeline` folder, so
+    users load it with `StableVideoDiffusionPipeline.from_pretrained(<checkpoint_uri>)`.
+    """
+    if config.frames not in (14, 25):
+        raise ValueError(f"frames must be 14 or 25 (SVD's I2V variants), got {config.frames}")
+    return _finetune(context, "i2v" if config.frames == 14 else "i2v25", config, "hq_finetune_set",
+                     "stage2_video_checkpoint", storage, catalog, model_store, mlflow, launcher)
+
+
+@dg.asset(group_name=GROUP, deps=[i2v_checkpoint, hq_finetune_set], code_version=TRAINING_CODE, pool="gpu",
+          kinds={"pytorch", "mlflow"})
+def interpolation_checkpoint(context: dg.AssetExecutionContext, config: FinetuneConfig, storage: StorageResource,
+                             catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource,
+                             launcher: TrainingLauncherResource) -> dg.MaterializeResult:
+    """Frame interpolation: 5 frames with the first and last given (two CLIP image tokens, two
+    conditioning latents and a mask channel: 9 input channels), fine-tuned from the I2V model
+    on the HQ set with ln sigma ~ N(1.0, 1.2). Samples show in-betweens of held clip ends.
+    """
+    return _finetune(context, "interpolation", config, "hq_finetune_set", "i2v_checkpoint", storage, catalog,
+                     model_store, mlflow, launcher)
+
+
+class OrbitRendersConfig(dg.Config):
+    source_uri: str = Field(default="", description="folder of orbit renders (see README); empty: $SVD_DAG_ORBITS_URI, "
+                                                    "else synthetic procedural orbits generated into storage")
+    synthetic_objects: int = Field(default=8, description="objects generated when no source folder is given")
+    synthetic_views: int = Field(default=24, description="views per synthetic orbit")
+    synthetic_size: int = Field(default=64, description="synthetic render size in pixels")
+
+
+@dg.asset(group_name=GROUP, code_version=source_version("training/orbits.py"), kinds={"duckdb"})
+def orbit_renders(context: dg.AssetExecutionContext, config: OrbitRendersConfig, storage: StorageResource,
+                  catalog: CatalogResource) -> dg.MaterializeResult:
+    """The multi-view training data: objects seen from cameras on an orbit, with each view's
+    azimuth and elevation (cameras.json per object). The paper used Objaverse renders; point
+    `source_uri` / SVD_DAG_ORBITS_URI at your own. Without one, simple procedural 3D objects
+    are rendered with known cameras (real geometry, labelled `synthetic-procedural`).
+    """
+    from svd_dag.storage import Store
+    from svd_dag.training.orbits import generate_synthetic_orbits, list_orbit_objects, read_orbit_folder
+
+    store = storage.store()
+    source = config.source_uri or os.environ.get("SVD_DAG_ORBITS_URI", "")
+    if source:
+        orbit_store = Store(source, storage.options())
+    else:
+        orbit_store = Store(store.uri(SYNTHETIC_ORBITS), storage.options())
+        if not orbit_store.exists(orbit_store.uri("")) or not list_orbit_objects(orbit_store, ""):
+            generate_synthetic_orbits(orbit_store, "", num_objects=config.synthetic_objects,
+                                      num_views=config.synthetic_views, size=config.synthetic_size, seed=0)
+    rows, problems, digest = [], [], hashlib.sha256()
+    for uri in list_orbit_objects(orbit_store, ""):
+        try:
+            orbit = read_orbit_folder(orbit_store, uri)
+        except ValueError as e:  # OrbitFormatError: recorded, the rest of the set still counts
+            problems.append({"uri": uri, "stage": "orbit_renders", "reason": str(e)})
+            continue
+        digest.update(orbit_store.read_bytes(f"{uri}/cameras.json"))
+        digest.update(hashlib.sha256(orbit.frames.tobytes()).digest())
+        rows.append({"object_uri": uri, "object_id": orbit.object_id, "source": orbit.source,
+                     "views": len(orbit.frames), "elevation_deg": orbit.elevation_deg,
+                     "height": int(orbit.frames.shape[1]), "width": int(orbit.frames.shape[2])})
+    if not rows:
+        raise ValueError(f"{orbit_store.uri('')}: no readable orbit folder (see the README for the format)")
+    version = digest.hexdigest()[:16]
+    cat = catalog.catalog()
+    if problems:
+        cat.quarantine(problems)
+    cat.replace_table("orbit_renders", pa.Table.from_pylist([{**r, "dataset_version": version} for r in rows]))
+    cat.upsert("dataset_versions", pa.Table.from_pylist([{
+        "dataset_version": version, "asset": "orbit_renders", "manifest_uri": orbit_store.uri(""), "kept": len(rows),
+        "total": len(rows) + len(problems), "report": json.dumps({"sources": sorted({r["source"] for r in rows})}),
+        "created_at": _now()}]), key=["dataset_version"])
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
+        metadata={"dagster/row_count": len(rows), "root_uri": uri_metadata(orbit_store.uri("")),
+                  "sources": ", ".join(sorted({r["source"] for r in rows})), "rejected": len(problems),
+                  "elevations_deg": dg.MetadataValue.json(sorted({r["elevation_deg"] for r in rows}))})
+
+
+@dg.asset(group_name=GROUP, deps=[i2v_checkpoint, orbit_renders], code_version=TRAINING_CODE, pool="gpu",
+          kinds={"pytorch", "mlflow"})
+def multiview_checkpoint(context: dg.AssetExecutionContext, config: FinetuneConfig, storage: StorageResource,
+                         catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource,
+                         launcher: TrainingLauncherResource) -> dg.MaterializeResult:
+    """Multi-view synthesis (SVD-MV): the I2V model fine-tuned on orbit renders, frames being
+    views around an object, conditioned on the first view and on the camera elevation
+    (sinusoidally embedded and added to the vector conditioning as a fourth micro-condition).
+    """
+    cat = catalog.catalog()
+    dataset = {**current_dataset(cat, "orbit_renders"), "asset": "orbit_renders"}
+    trained = train_checkpoint(context, "multiview", config, dataset, current_checkpoint(cat, "i2v_checkpoint"),
+                               storage, catalog, model_store, mlflow, launcher,
+                               extra={"orbits_uri": dataset["manifest_uri"]})
+    return _materialize(trained, config, storage)
+
+
+class CameraLabelConfig(dg.Config):
+    static_max_px: float = Field(default=0.3, description="mean flow below this (px at flow width per 0.5 s): static")
+    zoom_min_px: float = Field(default=1.0, description="radial displacement at half width needed for a zoom")
+    pan_min_px: float = Field(default=1.0, description="horizontal displacement needed for a pan")
+    pan_axis_ratio: float = Field(default=2.0, description="|dx| must exceed this times |dy|")
+    pan_coherence: float = Field(default=0.5, description="share of the motion the mean flow vector must carry")
+
+
+@dg.asset(group_name=GROUP, deps=[annotations], code_version=source_version("curation/camera_motion.py"),
+          kinds={"duckdb"})
+def camera_motion_labels(context: dg.AssetExecutionContext, config: CameraLabelConfig,
+                         catalog: CatalogResource) -> dg.MaterializeResult:
+    """Camera motion per clip (static / horizontal_pan / zoom / other) from the flow curation
+    already computed (mean direction and divergence; no model re-runs). The rule and its
+    thresholds are stored on every row; the camera LoRAs train on these labels.
+    """
+    from svd_dag.curation.camera_motion import LABELS, OTHER, CameraRule, camera_label
+
+    cat = catalog.catalog()
+    versions = cat.rows("SELECT model_version FROM annotator_versions WHERE annotator = 'farneback'")
+    match = re.search(r"@(\d+)px", versions[0]["model_version"]) if versions else None
+    rule = CameraRule(config.static_max_px, config.zoom_min_px, config.pan_min_px, config.pan_axis_ratio,
+                      config.pan_coherence, int(match.group(1)) if match else 320).validate()
+    clips = cat.rows("SELECT clip_id, motion_score, mean_dx, mean_dy, divergence FROM annotations")
+    rows = [{**c, "label": camera_label(c["motion_score"], c["mean_dx"], c["mean_dy"], c["divergence"], rule),
+             "rule": rule.describe()} for c in clips]
+    cat.replace_table("camera_motion_labels", pa.Table.from_pylist(rows) if rows else pa.table({"clip_id": pa.array([], pa.string())}))
+    counts = {label: sum(r["label"] == label for r in rows) for label in (*LABELS, OTHER)}
+    version = hashlib.sha256(json.dumps(sorted((r["clip_id"], r["label"]) for r in rows)).encode()).hexdigest()[:16]
+    return dg.MaterializeResult(data_version=dg.DataVersion(version),
+                                metadata={"dagster/row_count": len(rows), "labels": dg.MetadataValue.json(counts),
+                                          "rule": rule.describe()})
+
+
+@dg.asset(group_name=GROUP, deps=[i2v_checkpoint, camera_motion_labels, lvd_f], code_version=TRAINING_CODE, pool="gpu",
+          kinds={"pytorch", "mlflow", "peft"},
+          check_specs=[dg.AssetCheckSpec("adapter_per_label", asset="camera_motion_loras",
+                                         description="every camera label (static, horizontal_pan, zoom) got an adapter")])
+def camera_motion_loras(context: dg.AssetExecutionContext, config: FinetuneConfig, storage: StorageResource,
+                        catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource,
+                        launcher: TrainingLauncherResource) -> dg.MaterializeResult:
+    """Camera-motion LoRAs: one rank-16 adapter on the I2V model's temporal attention per camera
+    label (static, horizontal pan, zoom), each trained on the `lvd_f` clips with that label.
+    Small safetensors files; load one onto the I2V model to steer its camera.
+    """
+    from svd_dag.curation.camera_motion import LABELS
+    from svd_dag.training.config import STAGE_PRESETS
+
+    cat, store = catalog.catalog(), storage.store()
+    parent = current_checkpoint(cat, "i2v_checkpoint")
+    base = current_dataset(cat, "lvd_f")
+    manifest = pq.read_table(io.BytesIO(store.read_bytes(base["manifest_uri"])))
+    labels = {r["clip_id"]: r["label"] for r in cat.rows("SELECT clip_id, label FROM camera_motion_labels")}
+    adapters, summary, missing = {}, [], []
+    for label in LABELS:
+        ids = [c for c in manifest.column("clip_id").to_pylist() if labels.get(c) == label]
+        if not ids:
+            missing.append(label)
+            summary.append({"label": label, "clips": 0, "adapter": "not trained: no clip has this label"})
+            continue
+        subset = manifest.filter(pa.compute.is_in(manifest.column("clip_id"), pa.array(ids)))
+        version = hashlib.sha256(json.dumps([base["dataset_version"], label, sorted(ids)]).encode()).hexdigest()[:16]
+        buf = io.BytesIO()
+        pq.write_table(subset, buf)
+        uri = store.write_bytes(f"camera_motion_loras/{label}/{version}/manifest.parquet", buf.getvalue())
+        dataset = {"dataset_version": version, "manifest_uri": uri, "asset": f"lvd_f[camera={label}]"}
+        cat.upsert("dataset_versions", pa.Table.from_pylist([{
+            "dataset_version": version, "asset": f"camera_motion_loras:{label}", "manifest_uri": uri, "kept": len(ids),
+            "total": manifest.num_rows, "report": json.dumps({"parent": base["dataset_version"], "label": label}),
+            "created_at": _now()}]), key=["dataset_version"])
+        trained = train_checkpoint(context, "camera_lora", config, dataset, parent, storage, catalog, model_store,
+                                   mlflow, launcher, variant=label)
+        adapters[label] = trained
+        summary.append({"label": label, "clips": len(ids), "adapter": f"{trained.checkpoint_uri}/adapter"})
+    if not adapters:
+        raise ValueError("no lvd_f clip carries a camera label (static, horizontal_pan, zoom): nothing to train")
+    version = hashlib.sha256("".join(t.result.data_version.value for t in adapters.values()).encode()).hexdigest()[:16]
+    first = next(iter(adapters.values()))
+    metadata = {f"{label}_adapter": uri_metadata(f"{t.checkpoint_uri}/adapter") for label, t in adapters.items()}
+    metadata.update({f"{label}_mlflow_run": t.tracker.run_link(t.run_id) for label, t in adapters.items()})
+    preview = checkpoint_metadata(first, config.profile, store)
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
+        metadata={**metadata, "adapters": md_table(summary), "base_checkpoint_uri": uri_metadata(parent["checkpoint_uri"]),
+                  "lora_rank": first.meta.get("lora_rank", STAGE_PRESETS["camera_lora"][config.profile]["lora_rank"]),
+                  "profile": config.profile,
+                  **{k: v for k, v in preview.items() if k.startswith("sample_")}},
+        check_results=[dg.AssetCheckResult(check_name="adapter_per_label", passed=not missing,
+                                           metadata={"missing": ", ".join(missing) or "-"})],
+    )
+
+
+def _now():
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+finetune_assets = [i2v_checkpoint, interpolation_checkpoint, orbit_renders, multiview_checkpoint, camera_motion_labels,
+                   camera_motion_loras]
