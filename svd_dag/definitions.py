@@ -11,10 +11,16 @@ import os
 
 import dagster as dg
 
+from svd_dag.assets.ablation import ablation_assets
+from svd_dag.assets.checkpoint_eval import checkpoint_eval_assets
 from svd_dag.assets.curation import curation_assets
+from svd_dag.assets.evaluation import evaluation_assets
 from svd_dag.assets.finetunes import finetune_assets
 from svd_dag.assets.training import training_assets
+from svd_dag.jobs.ablation import ablation_report_job, filter_ablation_job
+from svd_dag.jobs.checkpoint_eval import model_quality_job
 from svd_dag.jobs.curation import new_raw_video_sensor, recuration_job, weekly_recuration
+from svd_dag.jobs.evaluation import evaluation_job, new_vote_files_sensor
 from svd_dag.jobs.training import finetunes_job, training_job
 from svd_dag.resources import (CatalogResource, MlflowResource, ModelStoreResource, StorageResource,
                                TrainingLauncherResource, VideoExecutorResource)
@@ -26,6 +32,7 @@ def build_resources(settings: Settings) -> dict:
     return {
         "raw_storage": StorageResource(uri=settings.raw_uri or str(bundled_samples_dir()), s3_endpoint_url=s3_endpoint),
         "storage": StorageResource(uri=settings.storage_uri, s3_endpoint_url=s3_endpoint),
+        "votes_storage": StorageResource(uri=settings.votes_uri, s3_endpoint_url=s3_endpoint),
         "catalog": CatalogResource(path=settings.catalog_path),
         "model_store": ModelStoreResource(
             uri=settings.models_uri,
@@ -51,10 +58,12 @@ def build_resources(settings: Settings) -> dict:
 def build_defs(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     return dg.Definitions(
-        assets=[*curation_assets, *training_assets, *finetune_assets],
-        jobs=[recuration_job, training_job, finetunes_job],
+        assets=[*curation_assets, *training_assets, *finetune_assets, *evaluation_assets, *ablation_assets,
+                *checkpoint_eval_assets],
+        jobs=[recuration_job, training_job, finetunes_job, evaluation_job, filter_ablation_job, ablation_report_job,
+              model_quality_job],
         schedules=[weekly_recuration],
-        sensors=[new_raw_video_sensor],
+        sensors=[new_raw_video_sensor, new_vote_files_sensor],
         resources=build_resources(settings),
     )
 

@@ -35,6 +35,7 @@ class Settings:
     mlflow_tracking_uri: str
     dagster_home: str
     shared_weights_dir: str
+    votes_uri: str  # preference vote files (CSV/Parquet) from labelling vendors: a folder or s3:// prefix
 
     @property
     def catalog_path(self) -> str:
@@ -54,4 +55,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         dagster_home=env.get("DAGSTER_HOME") or os.path.join(home, "dagster"),
         shared_weights_dir=env.get("SVD_DAG_SHARED_WEIGHTS")
         or str((repo_root.parent / "shared" / "weights").resolve()),
+        votes_uri=env.get("SVD_DAG_VOTES_URI") or os.path.join(home, "votes"),
     )

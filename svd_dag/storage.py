@@ -11,7 +11,7 @@ import hashlib
 import os
 import posixpath
 import uuid
-from typing import Any, Iterator
+from typing import Any
 
 import fsspec
 
@@ -78,6 +78,12 @@ class Store:
         else:
             self.fs.put(local_dir.rstrip("/") + "/", target + "/", recursive=True)
         return target
+
+    def get_dir(self, uri: str, local_dir: str) -> str:
+        """Copy the folder at `uri` (under this store) to `local_dir`; returns `local_dir`."""
+        os.makedirs(local_dir, exist_ok=True)
+        self.fs.get(self.uri(uri).rstrip("/") + "/", local_dir.rstrip("/") + "/", recursive=True)
+        return local_dir
 
     def read_bytes(self, uri: str) -> bytes:
         return self.fs.cat_file(self.uri(uri))

@@ -76,6 +76,9 @@ class Tracker:
                         f.write(store.read_bytes(uri))
                 client.log_artifact(run_id, local, artifact_path)
 
+    def log_json(self, run_id: str, data: Any, artifact_file: str) -> None:
+        self.client().log_dict(run_id, data, artifact_file)
+
     def finish(self, run_id: str, metrics: dict[str, float], ok: bool = True) -> None:
         client = self.client()
         for key, value in metrics.items():

@@ -43,11 +43,46 @@ def shared_weights() -> str:
     return SHARED_WEIGHTS
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 server (moto's) on 127.0.0.1 for the session; AWS variables point at it while it runs."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "SVD_DAG_S3_ENDPOINT_URL")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+                      SVD_DAG_S3_ENDPOINT_URL=endpoint)
+    yield endpoint
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()
+
+
 # --- The trained lineage shared by the training and fine-tune tests (built once per session) ---
 
 STAGES = ["stage1_image_checkpoint", "stage2_video_checkpoint", "stage3_hq_checkpoint"]
 SHORT = {"steps": 4, "checkpoint_every": 2}
 KEEP_ALL = {"motion_remove": 0.0, "aesthetics_remove": 0.0, "caption_similarity_remove": 0.0, "text_remove": 0.0}
+# The session's lvd_f: everything kept, and 2 of its 10 clips (one of bikes, one of fade) held out
+# as the evaluation split, so FVD has N >= 2 and every camera-labelled synthetic clip trains.
+LVD_F_SESSION = {**KEEP_ALL, "eval_fraction": 0.4}
 
 
 def run_config(**per_asset) -> dict:
@@ -85,7 +120,7 @@ def curated(tmp_path_factory, bikes_path):
                               "SVD_DAG_MODELS_URI": str(root / "models")})
     instance = dg.DagsterInstance.ephemeral()
     defs = build_defs(settings)
-    curation = defs.resolve_job_def("recuration").execute_in_process(instance=instance, run_config=run_config(lvd_f=KEEP_ALL))
+    curation = defs.resolve_job_def("recuration").execute_in_process(instance=instance, run_config=run_config(lvd_f=LVD_F_SESSION))
     assert curation.success
     return {"settings": settings, "defs": defs, "instance": instance, "cat": Catalog(settings.catalog_path)}
 

@@ -1,6 +1,5 @@
 """Cascaded cut detection on real footage and on synthetic transitions."""
 
-import os
 
 import pytest
 

@@ -104,8 +104,10 @@ def test_a_camera_adapter_is_small_and_changes_the_i2v_output(curated, finetuned
     image = np.random.default_rng(1).integers(0, 256, (32, 48, 3), dtype=np.uint8)
     kwargs = dict(num_frames=4, height=32, width=48, steps=3, seed=0)
     base = generate(load_video_model(i2v), [image], **kwargs)
+    again = generate(load_video_model(i2v), [image], **kwargs)
     steered = generate(load_video_model(i2v, adapter=adapter), [image], **kwargs)
-    assert np.abs(base.astype(int) - steered.astype(int)).mean() > 0.1
+    assert np.array_equal(base, again)  # sampling is deterministic: any change below is the adapter's
+    assert np.abs(base.astype(int) - steered.astype(int)).mean() > 0.01
 
 
 def test_finetune_lineage_reaches_the_stage_checkpoints_and_mlflow_holds_the_samples(curated, finetuned):

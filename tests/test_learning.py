@@ -7,7 +7,6 @@ nothing stays there; we require the mean loss of the last tenth of 150 steps to 
 can reach (measured on the demo's clips: 0.87 -> 0.36 over 300 steps at batch 8).
 """
 
-import io
 
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -1,45 +1,15 @@
 """Storage against a real S3 server (moto's, on 127.0.0.1): raw videos in, artefacts out."""
 
-import logging
-import os
-import socket
+import json
 
 import dagster as dg
 import pyarrow.parquet as pq
-import pytest
 
 import synth
 from svd_dag.catalog import Catalog
 from svd_dag.definitions import build_defs
 from svd_dag.settings import load_settings
 from svd_dag.storage import Store
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "SVD_DAG_S3_ENDPOINT_URL")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
-                      SVD_DAG_S3_ENDPOINT_URL=endpoint)
-    yield endpoint
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    server.stop()
 
 
 def test_store_round_trip(s3_endpoint):
@@ -85,3 +55,31 @@ def test_curation_reads_raw_video_from_s3_and_writes_artefacts_there(s3_endpoint
         manifest = pq.read_table(f)
     assert manifest.num_rows == lvd_f.metadata["kept"].value > 0
     assert set(manifest.column("video_uri").to_pylist()) == {"s3://raw-videos/incoming/bikes.mp4"}
+
+
+def test_training_writes_checkpoints_to_s3_and_continues_from_an_s3_parent(s3_endpoint, tmp_path, bikes_path):
+    """Stage I's weights go to s3://; stage II downloads them as its parent and writes its own there."""
+    raw = Store("s3://raw-train/in")
+    raw.fs.mkdir("raw-train")
+    Store("s3://ckpt").fs.mkdir("ckpt")
+    raw.write_bytes("bikes.mp4", open(bikes_path, "rb").read())
+    settings = load_settings({"SVD_DAG_HOME": str(tmp_path / "home"), "SVD_DAG_RAW_URI": "s3://raw-train/in",
+                              "SVD_DAG_STORAGE_URI": "s3://ckpt/svd", "SVD_DAG_MODELS_URI": str(tmp_path / "models")})
+    defs, instance = build_defs(settings), dg.DagsterInstance.ephemeral()
+    keep = {"motion_remove": 0.0, "aesthetics_remove": 0.0, "caption_similarity_remove": 0.0, "text_remove": 0.0}
+    assert defs.resolve_job_def("recuration").execute_in_process(
+        instance=instance, run_config={"ops": {"lvd_f": {"config": keep}}}).success
+    short = {"steps": 2, "checkpoint_every": 2}
+    result = defs.resolve_job_def("training").execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("stage1_image_checkpoint"), dg.AssetKey("stage2_video_checkpoint")],
+        run_config={"ops": {"stage1_image_checkpoint": {"config": {**short, "vae_fit_steps": 10}},
+                            "stage2_video_checkpoint": {"config": short}}})
+    assert result.success
+    rows = {r["asset"]: r for r in Catalog(settings.catalog_path).rows("SELECT * FROM checkpoints")}
+    stage1, stage2 = rows["stage1_image_checkpoint"], rows["stage2_video_checkpoint"]
+    assert stage1["checkpoint_uri"].startswith("s3://ckpt/svd/checkpoints/stage1_image_checkpoint/")
+    assert stage2["parent_checkpoint_uri"] == stage1["checkpoint_uri"]
+    out = Store("s3://ckpt/svd")
+    assert out.exists(f"{stage2['checkpoint_uri']}/unet/diffusion_pytorch_model.safetensors")
+    meta = json.loads(out.read_bytes(f"{stage2['checkpoint_uri']}/svd_dag_training.json"))
+    assert meta["init"]["init"] == f"inflated from {stage1['checkpoint_uri']}"

@@ -2,7 +2,6 @@
 checkpoints that load back in diffusers, MLflow as the record, resume after a kill."""
 
 import os
-import shutil
 import threading
 import time
 
@@ -12,6 +11,14 @@ import psutil
 from svd_dag.definitions import build_defs
 
 from conftest import STAGES, meta_of as _meta, run_config as _ops
+
+
+def _rows_of(result, cat) -> dict:
+    """The checkpoints rows this run wrote (other tests of the session add more versions)."""
+    versions = {e.event_specific_data.materialization.tags["dagster/data_version"]
+                for e in result.get_asset_materialization_events()}
+    return {r["asset"]: r for r in cat.rows("SELECT * FROM checkpoints WHERE data_version IN (SELECT unnest(?))",
+                                            [sorted(versions)])}
 
 
 def test_three_stages_write_checkpoints_that_load_in_diffusers(trained):
@@ -31,7 +38,7 @@ def test_three_stages_write_checkpoints_that_load_in_diffusers(trained):
 
 
 def test_checkpoint_lineage_links_weights_to_dataset_and_parent(trained, curated):
-    rows = {r["asset"]: r for r in curated["cat"].rows("SELECT * FROM checkpoints")}
+    rows = _rows_of(trained, curated["cat"])
     assert rows["stage2_video_checkpoint"]["parent_checkpoint_uri"] == rows["stage1_image_checkpoint"]["checkpoint_uri"]
     assert rows["stage3_hq_checkpoint"]["parent_data_version"] == rows["stage2_video_checkpoint"]["data_version"]
     assert rows["stage3_hq_checkpoint"]["dataset_asset"] == "hq_finetune_set"
@@ -47,7 +54,7 @@ def test_mlflow_holds_params_per_step_loss_dataset_and_logged_model(trained, cur
     import mlflow
 
     client = mlflow.MlflowClient(curated["settings"].mlflow_tracking_uri)
-    rows = {r["asset"]: r for r in curated["cat"].rows("SELECT * FROM checkpoints")}
+    rows = _rows_of(trained, curated["cat"])
     for stage in STAGES:
         run = client.get_run(rows[stage]["mlflow_run_id"])
         assert run.info.status == "FINISHED"

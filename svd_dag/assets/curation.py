@@ -581,6 +581,11 @@ class LvdFConfig(dg.Config):
     caption_similarity_remove: float = Field(default=0.5, description="fraction removed for lowest caption-frame similarity")
     text_remove: float = Field(default=0.25, description="fraction removed for most text")
     text_max_area: Optional[float] = Field(default=None, description="also drop clips with more text than this (the paper: 0.07)")
+    eval_fraction: float = Field(default=0.1, description="share of the kept clips held out (by a stable hash of "
+                                                         "clip_id) as the evaluation split that training never sees")
+    use_ablation_recommendations: bool = Field(
+        default=False, description="replace the fractions above by the levels filter_ablation_report recommends "
+                                   "(criteria it has no recommendation for keep the configured fraction)")
 
     def fractions(self) -> dict[str, float]:
         return {"motion": self.motion_remove, "aesthetics": self.aesthetics_remove,
@@ -606,24 +611,31 @@ def lvd_f(context: dg.AssetExecutionContext, config: LvdFConfig, storage: Storag
     with its cutoff (`filter_decisions`), and reports thresholds, cutoffs and counts removed
     per criterion. Changing a threshold re-runs only this SQL, never a model.
     """
-    from svd_dag.curation.filtering import dataset_version, percentile_filter
+    from svd_dag.curation.filtering import dataset_version, percentile_filter, split_eval
     from svd_dag.curation.stats import histograms_png
 
     cat, store = catalog.catalog(), storage.store()
-    fractions = config.fractions()
+    fractions, adopted = config.fractions(), {}
+    if config.use_ablation_recommendations:
+        if "ablation_recommendations" not in cat.tables():
+            raise ValueError("use_ablation_recommendations is set but filter_ablation_report has not run")
+        adopted = {r["criterion"]: r for r in cat.rows("SELECT * FROM ablation_recommendations")}
+        fractions.update({c: r["remove_fraction"] for c, r in adopted.items()})
     with cat.connect() as con:
         result = percentile_filter(con, fractions, absolute_max_text_area=config.text_max_area)
-    thresholds = {"remove_fractions": fractions, "text_max_area": config.text_max_area}
-    version = dataset_version(result.kept_ids, fractions, {"text_max_area": config.text_max_area})
+    thresholds = {"remove_fractions": fractions, "text_max_area": config.text_max_area,
+                  "from_ablation": {c: f"{r['level']}% ({r['rater_kind']} votes)" for c, r in adopted.items()},
+                  "eval_fraction": config.eval_fraction}
+    train_ids, eval_ids = split_eval(result.kept_ids, config.eval_fraction)
+    version = dataset_version(train_ids, fractions, {"text_max_area": config.text_max_area, "eval": sorted(eval_ids)})
     weights = weights_label(cat)
-    kept = cat.query(
-        f"SELECT {MANIFEST_COLUMNS}, ? AS dataset_version FROM annotations WHERE clip_id IN (SELECT unnest(?)) ORDER BY clip_id",
-        [version, result.kept_ids],
-    )
+    select = f"SELECT {MANIFEST_COLUMNS}, ? AS dataset_version FROM annotations WHERE clip_id IN (SELECT unnest(?)) ORDER BY clip_id"
+    kept = cat.query(select, [version, train_ids])
+    _write_eval_split(cat, store, version, cat.query(select, [f"{version}-eval", eval_ids]))
     hist_cols = cat.query("SELECT motion_score, text_area, aesthetic_score, caption_similarity FROM annotations").to_pydict()
     report = {"dataset_version": version, "thresholds": thresholds, "cutoffs": result.cutoffs,
               "removed_by_criterion": result.removed, "unscored": result.unscored, "total": result.total,
-              "kept": result.kept, "weights": weights, "created_at": _now().isoformat()}
+              "kept": len(train_ids), "eval_clips": len(eval_ids), "weights": weights, "created_at": _now().isoformat()}
     manifest_uri = write_dataset_version(cat, store, "lvd_f", version, kept, report)
     decisions = [{**d, "dataset_version": version} for d in result.decisions]
     if decisions:
@@ -637,10 +649,11 @@ def lvd_f(context: dg.AssetExecutionContext, config: LvdFConfig, storage: Storag
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
-            "dagster/row_count": result.kept,
+            "dagster/row_count": len(train_ids),
             "dataset_version": version,
             "clips_in": result.total,
-            "kept": result.kept,
+            "kept": len(train_ids),
+            "eval_clips": len(eval_ids),
             "removed_by_criterion": dg.MetadataValue.json(result.removed),
             "unscored_by_criterion": dg.MetadataValue.json(result.unscored),
             "cutoffs": dg.MetadataValue.json(result.cutoffs),
@@ -651,11 +664,24 @@ def lvd_f(context: dg.AssetExecutionContext, config: LvdFConfig, storage: Storag
             "catalog_table": f"{cat.path}::lvd_f",
         },
         check_results=[dg.AssetCheckResult(
-            check_name="keeps_clips", passed=result.kept > 0,
-            metadata={"kept": result.kept, "clips_in": result.total},
-            description=None if result.kept else "no clip survived the filters: loosen the thresholds or add data",
+            check_name="keeps_clips", passed=len(train_ids) > 0,
+            metadata={"kept": len(train_ids), "clips_in": result.total},
+            description=None if train_ids else "no clip survived the filters: loosen the thresholds or add data",
         )],
     )
+
+
+def _write_eval_split(cat: Catalog, store, version: str, held: pa.Table) -> str:
+    """The held-out clips of an lvd_f version: `lvd_f/<version>/eval_manifest.parquet`, catalog
+    table `lvd_f_eval` and a `dataset_versions` row (asset `lvd_f_eval`, same version id)."""
+    buf = io.BytesIO()
+    pq.write_table(held, buf)
+    uri = store.write_bytes(f"lvd_f/{version}/eval_manifest.parquet", buf.getvalue())
+    cat.replace_table("lvd_f_eval", held)
+    cat.upsert("dataset_versions", pa.Table.from_pylist([{
+        "dataset_version": f"{version}-eval", "asset": "lvd_f_eval", "manifest_uri": uri, "kept": held.num_rows,
+        "total": held.num_rows, "report": json.dumps({"parent": version}), "created_at": _now()}]), key=["dataset_version"])
+    return uri
 
 
 curation_assets = [raw_videos, clips, motion_scores, ocr_scores, clip_embeddings, aesthetic_scores, captions,

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -151,9 +152,8 @@ def train_checkpoint(context: dg.AssetExecutionContext, stage_key: str, config: 
     key = hashlib.sha256(json.dumps([stage_key, variant, probe.digest(), dataset["dataset_version"],
                                      parent["data_version"] if parent else None, TRAINING_CODE]).encode()).hexdigest()[:12]
     asset_name = context.asset_key.to_user_string()
-    run_name = f"{asset_name}-{variant}" if variant else asset_name
-    if parent and "://" in parent["checkpoint_uri"]:
-        raise NotImplementedError("training from an s3:// parent checkpoint: download support is planned")
+    # A name usable as a path segment and as an MLflow model name (no '/', ':', '.', '%', '|').
+    run_name = re.sub(r"[^A-Za-z0-9_-]+", "_", f"{asset_name}-{variant}" if variant else asset_name)
     cfg = TrainConfig(
         profile=config.profile, manifest_uri=dataset["manifest_uri"],
         output_uri=store.uri(f"checkpoints/{run_name}/{key}"),

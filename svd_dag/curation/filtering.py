@@ -113,3 +113,14 @@ def percentile_filter(
 def dataset_version(kept_ids: list[str], fractions: dict[str, float], extra: dict[str, Any] | None = None) -> str:
     payload = {"kept": sorted(kept_ids), "fractions": dict(sorted(fractions.items())), "extra": extra or {}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def split_eval(clip_ids: list[str], fraction: float) -> tuple[list[str], list[str]]:
+    """(train, eval): a clip is held out for evaluation when the hash of its id falls in the
+    bottom `fraction`, so the split is stable across versions (a clip never changes side while
+    it stays in the dataset). Clip-level: other clips of the same video may be in training."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"eval_fraction must be in [0, 1), got {fraction}")
+    cut = int(fraction * 2**32)
+    held = {c for c in clip_ids if int(hashlib.sha256(f"eval:{c}".encode()).hexdigest()[:8], 16) < cut}
+    return [c for c in clip_ids if c not in held], [c for c in clip_ids if c in held]

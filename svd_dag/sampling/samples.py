@@ -28,6 +28,7 @@ class SampleInput:
     name: str  # stable id of the source (clip_id or orbit object id)
     frames: np.ndarray  # uint8 [F, H, W, 3]: the reference frames at the model's resolution
     elevation_deg: float | None = None
+    prompt: str = ""  # what a text-to-video model is given (the clip's caption)
 
 
 @dataclass
@@ -42,6 +43,8 @@ class RenderedSample:
 
 
 def conditioning_images(task: str, frames: np.ndarray) -> list[np.ndarray]:
+    if task == "text":
+        return []
     return [frames[0], frames[-1]] if task == "interpolation" else [frames[0]]
 
 
@@ -56,17 +59,22 @@ def render_samples(model: VideoModel, inputs: list[SampleInput], folder: str, *,
         for seed in seeds:
             started = time.perf_counter()
             video = generate(model, images, num_frames=num_frames, height=height, width=width, steps=steps,
-                             guidance=guidance, seed=seed, fps=fps, elevation_deg=item.elevation_deg)
+                             guidance=guidance, seed=seed, fps=fps, elevation_deg=item.elevation_deg,
+                             prompt=item.prompt if model.task == "text" else None)
             seconds = time.perf_counter() - started
             stem = f"{item.name}-seed{seed}"
             for ext, data in (("mp4", video_io.encode_mp4(video, fps)), ("gif", video_io.encode_gif(video, fps))):
                 with open(os.path.join(out_dir, f"{stem}.{ext}"), "wb") as f:
                     f.write(data)
-            given = "first and last frame" if model.task == "interpolation" else "first frame"
+            given = {"interpolation": "first and last frame", "text": f"prompt {item.prompt!r}"}.get(model.task, "first frame")
             if item.elevation_deg is not None:
                 given += f", elevation {item.elevation_deg:g} deg"
             rendered.append(RenderedSample(item.name, seed, f"{SAMPLES_DIR}/{stem}.mp4", f"{SAMPLES_DIR}/{stem}.gif",
                                            int(video.shape[0]), round(seconds, 3), given))
+    if inputs:  # the reference clips themselves, so judges (human or automatic) can compare against them
+        for item in inputs:
+            with open(os.path.join(out_dir, f"{item.name}-reference.mp4"), "wb") as f:
+                f.write(video_io.encode_mp4(item.frames, fps))
     with open(os.path.join(out_dir, INDEX_FILE), "w") as f:
         json.dump({"steps": steps, "guidance": [guidance.min_scale, guidance.max_scale], "seeds": seeds,
                    "adapters": model.adapters, "samples": [asdict(r) for r in rendered]}, f, indent=2)

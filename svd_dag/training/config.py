@@ -67,6 +67,7 @@ class TrainConfig:
     sample_seeds: list = field(default_factory=lambda: [0])
     sample_steps: int = 25
     sample_guidance: list = field(default_factory=list)  # [min, max]; empty: SVD's ramp for the frame count
+    sample_manifest_uri: str = ""  # fixed sample inputs from this manifest instead of the training data
     orbits_uri: str = ""  # multi-view: folder of orbit renders (svd_dag.training.orbits) instead of a manifest
     models_uri: str = ""
     storage_options: dict = field(default_factory=dict)
@@ -118,7 +119,7 @@ class TrainConfig:
 
     def hyperparameters(self) -> dict[str, Any]:
         """What defines the result (for code versions and MLflow params): not where it goes."""
-        skip = {"manifest_uri", "output_uri", "state_dir", "init_from", "storage_options", "raw_options", "orbits_uri",
+        skip = {"manifest_uri", "output_uri", "sample_manifest_uri", "state_dir", "init_from", "storage_options", "raw_options", "orbits_uri",
                 "mlflow_tracking_uri", "mlflow_run_id", "models_uri"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
@@ -136,13 +137,13 @@ STAGE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                      gradient_checkpointing=True),
     },
     "stage2": {
-        "tiny": dict(stage="video", num_frames=4, steps=10, batch_size=2, checkpoint_every=5),
+        "tiny": dict(stage="video", num_frames=4, steps=10, batch_size=2, checkpoint_every=5, sample_steps=4),
         "full": dict(stage="video", num_frames=14, height=256, width=384, steps=150_000, batch_size=1536,
                      checkpoint_every=1_000, text_arch="ViT-H-14", mixed_precision="bf16", gradient_checkpointing=True),
     },
     "stage3": {
         "tiny": dict(stage="video", num_frames=4, steps=10, batch_size=2, checkpoint_every=5, p_mean=0.5, p_std=1.4,
-                     learning_rate=3e-5),
+                     learning_rate=3e-5, sample_steps=4),
         "full": dict(stage="video", num_frames=14, height=576, width=1024, steps=50_000, batch_size=768,
                      learning_rate=3e-5, p_mean=0.5, p_std=1.4, checkpoint_every=1_000, text_arch="ViT-H-14",
                      mixed_precision="bf16", gradient_checkpointing=True),
@@ -150,9 +151,18 @@ STAGE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # SVD's stage II hi-res step (SPEC section 3): stage II continued at 320x576 with (0.0, 1.0).
     "stage2_hires": {
         "tiny": dict(stage="video", num_frames=4, height=40, width=72, steps=6, batch_size=2, checkpoint_every=3,
-                     p_mean=0.0, p_std=1.0),
+                     p_mean=0.0, p_std=1.0, sample_steps=4),
         "full": dict(stage="video", num_frames=14, height=320, width=576, steps=100_000, batch_size=768,
                      p_mean=0.0, p_std=1.0, checkpoint_every=1_000, text_arch="ViT-H-14", mixed_precision="bf16",
+                     gradient_checkpointing=True),
+    },
+    # The filter ablation (SPEC 2.6): one small video model per candidate subset, inflated from
+    # stage I; the same architecture, steps and probe samples for every cell.
+    "ablation": {
+        "tiny": dict(stage="video", num_frames=4, steps=8, batch_size=2, checkpoint_every=8, sample_steps=4,
+                     sample_count=3, learning_rate=3e-4),
+        "full": dict(stage="video", num_frames=14, height=256, width=384, steps=10_000, batch_size=256,
+                     checkpoint_every=1_000, sample_count=64, text_arch="ViT-H-14", mixed_precision="bf16",
                      gradient_checkpointing=True),
     },
     # Fine-tunes (issue 4). Full sizes are the paper's; "image_encoder=store" reads SVD's CLIP vision tower.

@@ -58,11 +58,12 @@ class ClipDataset(torch.utils.data.Dataset):
             return None
         return np.stack([resize_center_crop(f, self.height, self.width) for f in frames]), idx  # F, H, W, 3
 
-    def reference(self, i: int) -> tuple[str, np.ndarray, float | None] | None:
-        """(clip_id, uint8 frames from the clip's start, no elevation) in clip_id order: fixed sample inputs."""
+    def reference(self, i: int) -> tuple[str, np.ndarray, float | None, str] | None:
+        """(clip_id, uint8 frames from the clip's start, no elevation, caption) in clip_id order:
+        fixed sample inputs."""
         row = sorted(self.rows, key=lambda r: r["clip_id"])[i]
         got = self._frames(row, 0)
-        return None if got is None else (row["clip_id"], got[0], None)
+        return None if got is None else (row["clip_id"], got[0], None, row.get("caption") or "")
 
     def __getitem__(self, i: int) -> dict[str, Any] | None:
         row = self.rows[i]
@@ -99,10 +100,10 @@ class OrbitDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.objects)
 
-    def reference(self, i: int) -> tuple[str, np.ndarray, float | None] | None:
-        """(object id, uint8 views, elevation): fixed sample inputs, in object order."""
+    def reference(self, i: int) -> tuple[str, np.ndarray, float | None, str] | None:
+        """(object id, uint8 views, elevation, no caption): fixed sample inputs, in object order."""
         got = self._views(i)
-        return None if got is None else (got[0].object_id, got[1], float(got[0].elevation_deg))
+        return None if got is None else (got[0].object_id, got[1], float(got[0].elevation_deg), "")
 
     def _views(self, i: int):
         from svd_dag.training.orbits import OrbitFormatError, read_orbit_folder

@@ -140,6 +140,23 @@ class _Mlflow:
             self.pending = []
 
 
+def _fetch_parent(cfg: TrainConfig) -> TrainConfig:
+    """A remote (s3://) parent checkpoint is copied once into the state folder; training reads
+    the local copy (every rank the same one), lineage keeps the remote URI."""
+    import dataclasses
+
+    from svd_dag.storage import Store
+
+    if not cfg.init_from or "://" not in cfg.init_from:
+        return cfg
+    local = os.path.join(cfg.state_dir, "parent", hashlib.sha256(cfg.init_from.encode()).hexdigest()[:12])
+    if not os.path.exists(os.path.join(local, ".complete")):
+        root, rel = cfg.init_from.rstrip("/").rsplit("/", 1)
+        Store(root, cfg.storage_options).get_dir(rel, local)
+        open(os.path.join(local, ".complete"), "w").close()
+    return dataclasses.replace(cfg, init_from=local)
+
+
 def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
     from accelerate.utils import set_seed
     from diffusers.optimization import get_scheduler
@@ -152,6 +169,11 @@ def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
 
     main = accelerator.is_main_process
     say = (pipes.log.info if pipes is not None else log.info) if main else (lambda *_: None)
+    parent_uri = cfg.init_from
+    if main:
+        cfg = _fetch_parent(cfg)
+    accelerator.wait_for_everyone()
+    cfg = _fetch_parent(cfg)  # the other ranks find rank 0's complete copy
     set_seed(cfg.seed)
     store = ModelStore(cfg.models_uri, os.path.join(cfg.state_dir, "model_cache")) if cfg.models_uri else None
     parent_meta = _parent_meta(cfg.init_from)
@@ -171,6 +193,8 @@ def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
     text = None if image_task else load_text_encoder(cfg.text_arch, store, cfg.seed)
     cross_dim = text.width if text is not None else _parent_cross_attention_dim(cfg.init_from)
     unet, init_info = _build_unet(cfg, vae.config.latent_channels, cross_dim, store)
+    if parent_uri and parent_uri != cfg.init_from:  # report the checkpoint, not its local copy
+        init_info = {k: v.replace(cfg.init_from, parent_uri) if isinstance(v, str) else v for k, v in init_info.items()}
     encoder = _image_encoder(cfg, unet, store) if image_task else None
     lora = None
     if cfg.lora_rank:
@@ -305,7 +329,7 @@ def _save_final(cfg: TrainConfig, unet, ema, trainable, vae, vae_weights: str, e
             from svd_dag.training.finetune_models import save_temporal_lora
 
             save_temporal_lora(unet, lora, os.path.join(tmp, "adapter"))
-            layout = {"adapter": "adapter", "base_checkpoint": cfg.init_from}
+            layout = {"adapter": "adapter", "base_checkpoint": info["init"].removeprefix("continued from ")}
         else:
             ema_unet = copy.deepcopy(unet)
             ema.copy_to([p for p in ema_unet.parameters() if p.requires_grad])
@@ -321,7 +345,8 @@ def _save_final(cfg: TrainConfig, unet, ema, trainable, vae, vae_weights: str, e
                 "weights_digest": digest, "task": cfg.task, "parent": parent_meta.get("weights_digest")}
         with open(os.path.join(tmp, "svd_dag_training.json"), "w") as fh:
             json.dump(meta, fh, indent=2)
-        rendered = _render_samples(cfg, tmp, dataset, say) if encoder is not None and cfg.sample_count else []
+        renders = cfg.sample_count and (encoder is not None or (cfg.stage == "video" and not lora))
+        rendered = _render_samples(cfg, tmp, dataset, say) if renders else []
         root, rel = cfg.output_uri.rsplit("/", 1)
         uri = Store(root, cfg.storage_options).put_dir(tmp, rel)
     out = {"checkpoint_uri": uri, "data_version": digest, "vae_weights": vae_weights, "task": cfg.task, **info}
@@ -341,6 +366,10 @@ def _render_samples(cfg: TrainConfig, folder: str, dataset, say) -> list:
         model = load_video_model(cfg.init_from, adapter=os.path.join(folder, "adapter"))
     else:
         model = load_video_model(folder)
+    if cfg.sample_manifest_uri:  # a fixed probe set shared by several models (the filter ablation)
+        import dataclasses
+
+        dataset = _dataset(dataclasses.replace(cfg, manifest_uri=cfg.sample_manifest_uri))
     inputs = []
     for i in range(len(dataset)):
         if len(inputs) == cfg.sample_count:

@@ -1,0 +1,204 @@
+"""Evaluation group: pairwise preference votes in, Elo / Bradley-Terry ratings out.
+
+`preference_votes` ingests the vote files labelling vendors drop under the votes root
+(SVD_DAG_VOTES_URI, a folder or s3:// prefix), once per file content; `elo_ratings` rates
+the checkpoints per (pool, axis, rater_kind) and logs each rating to MLflow on the
+checkpoint's logged model. The parsing and the math live in `svd_dag.evaluation`.
+"""
+
+import datetime as dt
+import hashlib
+import json
+from collections import Counter
+
+import dagster as dg
+import pyarrow as pa
+from pydantic import Field
+
+from svd_dag.assets.common import md_table, source_version, uri_metadata
+from svd_dag.catalog import Catalog
+from svd_dag.evaluation.votes import (REQUIRED_COLUMNS, VoteFileError, canonical_model_id, leaderboard_rows,
+                                      list_vote_files, model_aliases, parse_vote_file)
+from svd_dag.resources import CatalogResource, MlflowResource, StorageResource
+
+GROUP = "evaluation"
+STAGE = "preference_votes"  # the quarantine stage of unreadable vote files
+
+_TEXT = pa.string()
+_TIME = pa.timestamp("us")
+VOTES_SCHEMA = pa.schema([
+    ("prompt_id", _TEXT), ("model_a", _TEXT), ("model_b", _TEXT), ("model_a_id", _TEXT), ("model_b_id", _TEXT),
+    ("winner", _TEXT), ("axis", _TEXT), ("pool", _TEXT), ("rater_id", _TEXT), ("rater_kind", _TEXT), ("time", _TIME),
+    ("source_file", _TEXT), ("file_sha256", _TEXT), ("row_number", pa.int64()), ("ingested_at", _TIME),
+])
+REJECTED_SCHEMA = pa.schema([*((c, _TEXT) for c in (*REQUIRED_COLUMNS, "pool")), ("reason", _TEXT),
+                             ("source_file", _TEXT), ("file_sha256", _TEXT), ("row_number", pa.int64()),
+                             ("rejected_at", _TIME)])
+VOTE_FILES_SCHEMA = pa.schema([("sha256", _TEXT), ("uri", _TEXT), ("bytes", pa.int64()), ("votes", pa.int64()),
+                               ("rejected", pa.int64()), ("ingested_at", _TIME)])
+RATINGS_SCHEMA = pa.schema([
+    ("pool", _TEXT), ("axis", _TEXT), ("rater_kind", _TEXT), ("model", _TEXT),
+    ("elo", pa.float64()), ("elo_low", pa.float64()), ("elo_high", pa.float64()),
+    ("bt", pa.float64()), ("bt_low", pa.float64()), ("bt_high", pa.float64()), ("rank", pa.int64()),
+    ("n_votes", pa.int64()), ("mlflow_model_id", _TEXT), ("votes_version", _TEXT), ("computed_at", _TIME),
+])
+
+
+@dg.asset(group_name=GROUP, code_version=source_version("evaluation/votes.py"), kinds={"duckdb"})
+def preference_votes(context: dg.AssetExecutionContext, votes_storage: StorageResource,
+                     catalog: CatalogResource) -> dg.MaterializeResult:
+    """Pairwise preference votes (prompt, model_a, model_b, winner, axis, rater, time, pool),
+    appended from the CSV / Parquet files under the votes root. A file is ingested once per
+    content (sha256): re-runs, renames and copies add nothing. Bad rows go to `rejected_votes`
+    with their reason; an unreadable file is quarantined (stage `preference_votes`) and read
+    again on the next run, so a fixed file re-added is ingested.
+
+    Model names a vote may use, from the catalog's `checkpoints` table: `asset` (or
+    `asset:variant`) for that asset's newest checkpoint at ingestion, `data_version`, or
+    `asset@data_version` for an exact one. Each vote is stored with the canonical id
+    `asset[:variant]@data_version` of both models (`model_a_id`, `model_b_id`). A vote naming
+    any other model is rejected for good (its file counts as ingested): deliver it again in a
+    new file once the checkpoint exists.
+    """
+    store, cat = votes_storage.store(), catalog.catalog()
+    tables = cat.tables()
+    checkpoints = cat.rows("SELECT asset, variant, data_version, created_at FROM checkpoints") \
+        if "checkpoints" in tables else []
+    aliases = model_aliases(checkpoints)
+    ingested = {r["sha256"] for r in cat.rows("SELECT sha256 FROM vote_files")} if "vote_files" in tables else set()
+    now = _now()
+    files = list_vote_files(store)
+    valid, rejected, new_files, broken, skipped = [], [], [], [], 0
+    for uri in files:
+        data = store.read_bytes(uri)
+        sha = hashlib.sha256(data).hexdigest()
+        if sha in ingested:
+            skipped += 1
+            continue
+        try:
+            good, bad = parse_vote_file(uri, data, aliases)
+        except VoteFileError as e:
+            broken.append({"uri": uri, "sha256": sha, "stage": STAGE, "reason": str(e)})
+            context.log.warning(str(e))
+            continue
+        ingested.add(sha)  # a second copy in this same listing is skipped too
+        source = {"source_file": uri, "file_sha256": sha}
+        valid += [{**v, **source, "ingested_at": now} for v in good]
+        rejected += [{**r, **source, "rejected_at": now} for r in bad]
+        new_files.append({"sha256": sha, "uri": uri, "bytes": len(data), "votes": len(good), "rejected": len(bad),
+                          "ingested_at": now})
+    key = ["file_sha256", "row_number"]
+    cat.upsert("preference_votes", pa.Table.from_pylist(valid, schema=VOTES_SCHEMA), key=key)
+    cat.upsert("rejected_votes", pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), key=key)
+    cat.upsert("vote_files", pa.Table.from_pylist(new_files, schema=VOTE_FILES_SCHEMA), key=["sha256"])
+    if broken:
+        cat.quarantine(broken)
+    cat.release_from_quarantine(STAGE, [f["uri"] for f in new_files])
+
+    total = cat.rows("SELECT count(*) AS n FROM preference_votes")[0]["n"]
+    added = Counter(f"{v['axis']}/{v['rater_kind']}" for v in valid)
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(votes_version(cat)),
+        metadata={"dagster/row_count": total, "votes_uri": uri_metadata(store.root), "files_seen": len(files),
+                  "files_new": len(new_files), "files_skipped": skipped, "files_broken": len(broken),
+                  "votes_added": len(valid), "votes_rejected": len(rejected),
+                  "added_by_axis_and_rater_kind": dg.MetadataValue.json(dict(sorted(added.items()))),
+                  "broken_files": md_table([{"file": b["uri"], "reason": b["reason"]} for b in broken]),
+                  "rejected_examples": md_table([{"reason": r["reason"]} for r in rejected[:20]])},
+    )
+
+
+class EloConfig(dg.Config):
+    rounds: int = Field(default=1000, description="shuffled vote orders averaged by SVD's Elo")
+    k: float = Field(default=1.0, description="Elo update factor (SVD: 1)")
+    bootstrap: int = Field(default=1000, description="bootstrap resamples for the Bradley-Terry intervals")
+    seed: int = 0
+
+
+@dg.asset(group_name=GROUP, deps=[preference_votes], kinds={"duckdb", "mlflow"},
+          code_version=source_version("evaluation/elo.py", "evaluation/votes.py"))
+def elo_ratings(context: dg.AssetExecutionContext, config: EloConfig, votes_storage: StorageResource,
+                catalog: CatalogResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    """Ratings of the checkpoints from all preference votes, per (pool, axis, rater_kind):
+    SVD's Elo (K=1, start 1000, scale 400, mean and 95% interval over 1000 shuffled orders)
+    and Bradley-Terry with bootstrap 95% intervals and Arena-style ranks. Judge votes are
+    rated apart from human ones and their MLflow metrics carry a `proxy_` prefix.
+
+    One MLflow run per materialization holds the table (elo_ratings.json); each model's
+    `[proxy_]elo_<axis>[_low|_high]` (pool other than "main": `[proxy_]elo_<pool>_<axis>...`)
+    is logged on that checkpoint's logged model, with the votes as its dataset. In the run
+    itself such a key holds one value per model, at step = the model's place in the leaderboard.
+    """
+    cat = catalog.catalog()
+    votes = cat.rows("SELECT pool, axis, rater_kind, model_a_id, model_b_id, winner FROM preference_votes "
+                     "ORDER BY file_sha256, row_number") if "preference_votes" in cat.tables() else []
+    version = votes_version(cat)
+    rows = leaderboard_rows(votes, rounds=config.rounds, bootstrap=config.bootstrap, k=config.k, seed=config.seed)
+    checkpoints = {canonical_model_id(c["asset"], c["variant"], c["data_version"]): c
+                   for c in cat.rows("SELECT * FROM checkpoints")} if "checkpoints" in cat.tables() else {}
+    now = _now()
+    for r in rows:
+        r.update(mlflow_model_id=(checkpoints.get(r["model"]) or {}).get("mlflow_model_id"),
+                 votes_version=version, computed_at=now)
+    cat.replace_table("elo_ratings", pa.Table.from_pylist(rows, schema=RATINGS_SCHEMA))
+
+    tracker = mlflow.tracker()
+    run_id = tracker.start_run(
+        run_name=f"elo_ratings-{version[:8]}",
+        params={"rounds": config.rounds, "k": config.k, "bootstrap": config.bootstrap, "seed": config.seed,
+                "votes_version": version, "votes": len(votes)},
+        tags={"dagster.run_id": context.run_id, "dagster.asset": "elo_ratings"})
+    try:
+        tracker.log_dataset(run_id, votes_storage.store().root, version, "preference_votes", context="evaluation")
+        client = tracker.client()
+        client.log_dict(run_id, [{**r, "computed_at": r["computed_at"].isoformat()} for r in rows], "elo_ratings.json")
+        linked = _log_model_metrics(client, run_id, rows, version)
+    except Exception:
+        tracker.finish(run_id, {}, ok=False)
+        raise
+    tracker.finish(run_id, {"votes": len(votes), "models_linked": len(linked)})
+
+    leaderboards = {}
+    for r in rows:
+        leaderboards.setdefault(f"leaderboard_{r['pool']}_{r['axis']}_{r['rater_kind']}", []).append(
+            {"rank": r["rank"], "model": r["model"], "elo": f"{r['elo']:.2f} [{r['elo_low']:.2f}, {r['elo_high']:.2f}]",
+             "bradley_terry": f"{r['bt']:.1f} [{r['bt_low']:.1f}, {r['bt_high']:.1f}]", "votes": r["n_votes"]})
+    unlinked = sorted({r["model"] for r in rows} - linked)
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(hashlib.sha256(json.dumps([version, config.model_dump()]).encode()).hexdigest()[:16]),
+        metadata={"dagster/row_count": len(rows), "votes": len(votes), "votes_version": version,
+                  "mlflow_run": tracker.run_link(run_id), "models_not_in_checkpoints": ", ".join(unlinked) or "-",
+                  **{name: md_table(board) for name, board in sorted(leaderboards.items())}},
+    )
+
+
+def _log_model_metrics(client, run_id: str, rows: list[dict], version: str) -> set[str]:
+    """Log each rating on its checkpoint's MLflow logged model; returns the models linked."""
+    linked, place = set(), Counter()
+    for r in rows:
+        group = (r["pool"], r["axis"], r["rater_kind"])
+        step = place[group]
+        place[group] += 1
+        if not r["mlflow_model_id"]:
+            continue
+        prefix = ("proxy_" if r["rater_kind"] == "judge" else "") + "elo_" + \
+            ("" if r["pool"] == "main" else f"{r['pool']}_") + r["axis"]
+        for suffix, value in (("", r["elo"]), ("_low", r["elo_low"]), ("_high", r["elo_high"])):
+            client.log_metric(run_id, prefix + suffix, value, step=step, model_id=r["mlflow_model_id"],
+                              dataset_name="preference_votes", dataset_digest=version)
+        linked.add(r["model"])
+    return linked
+
+
+def votes_version(cat: Catalog) -> str:
+    """Content version of the ingested votes: a hash of the vote files they came from."""
+    shas = [r["file_sha256"] for r in cat.rows("SELECT DISTINCT file_sha256 FROM preference_votes ORDER BY 1")] \
+        if "preference_votes" in cat.tables() else []
+    return hashlib.sha256("\n".join(shas).encode()).hexdigest()[:16]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+evaluation_assets = [preference_votes, elo_ratings]

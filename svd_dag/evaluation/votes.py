@@ -1,0 +1,246 @@
+"""Pairwise preference votes as labelling vendors deliver them: parsing, validation, naming.
+
+A vote file is CSV or Parquet with the columns prompt_id, model_a, model_b, winner
+(a | b | tie), axis (visual_quality | prompt_following), rater_id, time (ISO 8601, or a
+Parquet timestamp, or Unix epoch seconds; a time without zone is taken as UTC) and an
+optional pool (the comparison pool, default "main"). `parse_vote_file` keeps the good rows
+of a file and rejects each bad one with a reason naming the column, the value, the file and
+the row (data rows count from 1, the CSV header not included); a file that cannot be read
+as a table at all raises `VoteFileError`.
+
+Votes from automatic judges (rater_id "judge:<name>") are proxies for human preference:
+every row carries `rater_kind` ("judge" or "human") so that ratings are never computed
+over a silent mix of the two.
+
+Model names: votes may name a checkpoint in several ways (`model_aliases`); each valid row
+also carries `model_a_id` / `model_b_id`, the canonical id the name resolves to, so that two
+names of one checkpoint are rated as one model and never compared with each other.
+
+`leaderboard_rows` turns ingested votes into one rating row per (pool, axis, rater_kind,
+model) with the math of `elo.py`: SVD's Elo and Bradley-Terry with bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import posixpath
+import re
+from collections import defaultdict
+from typing import Any, Iterable, Mapping
+
+from svd_dag.evaluation.elo import bradley_terry, elo_ratings
+from svd_dag.storage import Store
+
+REQUIRED_COLUMNS = ("prompt_id", "model_a", "model_b", "winner", "axis", "rater_id", "time")
+OPTIONAL_COLUMNS = ("pool",)
+WINNERS = ("a", "b", "tie")
+AXES = ("visual_quality", "prompt_following")
+DEFAULT_POOL = "main"
+JUDGE_PREFIX = "judge:"
+# Pools name MLflow metric keys downstream: keep them to characters MLflow accepts everywhere.
+POOL_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+PARQUET_MAGIC = b"PAR1"
+RATING_GROUP = ("pool", "axis", "rater_kind")
+
+
+class VoteFileError(ValueError):
+    """A vote file that cannot be read as a table of votes at all (its rows are not judged)."""
+
+
+def rater_kind(rater_id: str) -> str:
+    """"judge" for automatic judges (rater_id "judge:<name>"), else "human"."""
+    return "judge" if str(rater_id).startswith(JUDGE_PREFIX) else "human"
+
+
+def canonical_model_id(asset: str, variant: str | None, data_version: str | None) -> str:
+    """The one id a checkpoint is rated under: `asset[:variant]@data_version`."""
+    name = f"{asset}:{variant}" if variant else asset
+    return f"{name}@{data_version}" if data_version else name
+
+
+def model_aliases(checkpoints: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Every name a vote may use for a checkpoint -> that checkpoint's canonical id.
+
+    From rows of the catalog's `checkpoints` table (asset, variant, data_version, created_at):
+    - `asset`, or `asset:variant` when the variant is non-empty: the newest such checkpoint
+      (as of ingestion: a vote is pinned to the checkpoint current when it was read);
+    - `data_version`, and `asset@data_version` (`asset:variant@data_version`, the canonical
+      id, for a variant): that exact checkpoint.
+    """
+    aliases: dict[str, str] = {}
+    newest: dict[str, tuple[Any, str]] = {}
+    for row in checkpoints:
+        asset, variant, version = row["asset"], row.get("variant") or "", row.get("data_version") or ""
+        name = f"{asset}:{variant}" if variant else asset
+        canonical = canonical_model_id(asset, variant, version)
+        aliases[canonical] = canonical
+        if version:
+            aliases[version] = canonical
+            aliases[f"{asset}@{version}"] = canonical
+        created = row.get("created_at")
+        if name not in newest or (created is not None and (newest[name][0] is None or created > newest[name][0])):
+            newest[name] = (created, canonical)
+    aliases.update({name: canonical for name, (_, canonical) in newest.items()})
+    return aliases
+
+
+def parse_vote_file(name: str, data: bytes,
+                    known_models: set[str] | Mapping[str, str]) -> tuple[list[dict], list[dict]]:
+    """Split a vote file into (valid_rows, rejected_rows).
+
+    `known_models`: the names a vote may use; a mapping name -> canonical id (see
+    `model_aliases`) also resolves aliases. Valid rows hold the cleaned fields plus pool,
+    rater_kind, model_a_id, model_b_id and row_number; rejected rows hold the raw fields,
+    row_number and `reason`. Raises `VoteFileError` (naming `name`) for an empty file, a file
+    that is neither CSV nor Parquet, or one lacking a required column.
+    """
+    aliases = dict(known_models) if isinstance(known_models, Mapping) else {m: m for m in known_models}
+    valid, rejected = [], []
+    for row_number, raw in enumerate(_read_rows(name, data), start=1):
+        reason, vote = _check_row(raw, aliases)
+        if reason:
+            rejected.append({**_raw_fields(raw), "row_number": row_number, "reason": f"{name} row {row_number}: {reason}"})
+        else:
+            valid.append({**vote, "row_number": row_number})
+    return valid, rejected
+
+
+def _read_rows(name: str, data: bytes) -> list[dict[str, Any]]:
+    if not data:
+        raise VoteFileError(f"{name}: zero bytes, not a vote file")
+    lower = name.lower()
+    if data[:4] == PARQUET_MAGIC or lower.endswith((".parquet", ".pq")):
+        rows, columns = _read_parquet(name, data)
+    elif lower.endswith(".csv"):
+        rows, columns = _read_csv(name, data)
+    else:
+        raise VoteFileError(f"{name}: not a CSV (.csv) or Parquet file")
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise VoteFileError(f"{name}: missing required column(s) {', '.join(missing)} "
+                            f"(found: {', '.join(str(c) for c in columns) or 'none'})")
+    return rows
+
+
+def _read_parquet(name: str, data: bytes) -> tuple[list[dict], list[str]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError) as e:
+        raise VoteFileError(f"{name}: not a readable Parquet file ({e})") from e
+    return table.to_pylist(), table.column_names
+
+
+def _read_csv(name: str, data: bytes) -> tuple[list[dict], list[str]]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise VoteFileError(f"{name}: not UTF-8 text ({e})") from e
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+        reader.fieldnames = [c.strip() for c in reader.fieldnames or []]  # " model_a" is model_a
+        rows = list(reader)
+    except csv.Error as e:
+        raise VoteFileError(f"{name}: not a readable CSV file ({e})") from e
+    return rows, reader.fieldnames
+
+
+def _raw_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return {c: None if raw.get(c) is None else str(raw.get(c)) for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)}
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _check_row(raw: Mapping[str, Any], aliases: Mapping[str, str]) -> tuple[str | None, dict]:
+    """(reason, {}) for a bad row, (None, cleaned vote) for a good one."""
+    if raw.get(None):  # csv.DictReader files surplus cells under the key None
+        return f"{len(raw[None])} more cell(s) than the header has columns", {}
+    fields = {c: _text(raw.get(c)) for c in REQUIRED_COLUMNS}
+    for column in REQUIRED_COLUMNS:
+        if not fields[column]:
+            return f"missing value in column {column}", {}
+    winner, axis = fields["winner"].lower(), fields["axis"].lower()
+    if winner not in WINNERS:
+        return f"winner {fields['winner']!r} is not one of {', '.join(WINNERS)}", {}
+    if axis not in AXES:
+        return f"axis {fields['axis']!r} is not one of {', '.join(AXES)}", {}
+    pool = _text(raw.get("pool")) or DEFAULT_POOL
+    if not POOL_PATTERN.match(pool):
+        return f"pool {pool!r} may only hold letters, digits, '_', '.' and '-'", {}
+    for column in ("model_a", "model_b"):
+        if fields[column] not in aliases:
+            return f"{column} {fields[column]!r} is not a known model", {}
+    if fields["model_a"] == fields["model_b"]:
+        return f"model_a and model_b are both {fields['model_a']!r}: a model against itself", {}
+    model_a_id, model_b_id = aliases[fields["model_a"]], aliases[fields["model_b"]]
+    if model_a_id == model_b_id:
+        return (f"model_a {fields['model_a']!r} and model_b {fields['model_b']!r} name the same model "
+                f"{model_a_id!r}: a model against itself"), {}
+    try:
+        when = parse_time(raw["time"])
+    except ValueError as e:
+        return f"time {raw['time']!r} is not ISO 8601 or a timestamp ({e})", {}
+    del fields["time"]  # kept as the parsed datetime below
+    return None, {**fields, "winner": winner, "axis": axis, "pool": pool, "time": when,
+                  "rater_kind": rater_kind(fields["rater_id"]), "model_a_id": model_a_id, "model_b_id": model_b_id}
+
+
+def parse_time(value: Any) -> dt.datetime:
+    """A datetime, ISO 8601 text or Unix epoch seconds -> naive UTC datetime (no zone: UTC)."""
+    if isinstance(value, dt.datetime):
+        when = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        when = _from_epoch(float(value))
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            when = _from_epoch(float(text))
+        except ValueError:
+            when = dt.datetime.fromisoformat(text)
+    else:
+        raise ValueError(f"unsupported type {type(value).__name__}")
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return when
+
+
+def _from_epoch(seconds: float) -> dt.datetime:
+    try:
+        return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+    except (OverflowError, OSError) as e:  # NaN, inf or out of the datetime range
+        raise ValueError(f"epoch seconds out of range: {e}") from e
+
+
+def list_vote_files(store: Store) -> list[str]:
+    """Vote file URIs under the store's root, sorted; names starting with "." or "_" (editor
+    and upload leftovers, Spark's _SUCCESS) are not vote files and are left out."""
+    if not store.fs.exists(store.root):
+        raise FileNotFoundError(f"votes root does not exist: {store.root} (set SVD_DAG_VOTES_URI)")
+    return [uri for uri in store.list_files() if not posixpath.basename(uri).startswith((".", "_"))]
+
+
+def leaderboard_rows(votes: Iterable[Mapping[str, Any]], rounds: int = 1000, bootstrap: int = 1000,
+                     k: float = 1.0, seed: int = 0) -> list[dict[str, Any]]:
+    """Ratings per (pool, axis, rater_kind) from rows with those keys plus model_a_id,
+    model_b_id and winner: one row per model with SVD's Elo (mean and 95% interval over
+    `rounds` shuffled orders, factor `k`), Bradley-Terry (bootstrap 95% interval, Arena rank)
+    and the model's vote count. Sorted by group, then by Elo, best first."""
+    groups: dict[tuple, list] = defaultdict(list)
+    for v in votes:
+        groups[tuple(v[c] for c in RATING_GROUP)].append((v["model_a_id"], v["model_b_id"], v["winner"]))
+    rows = []
+    for key in sorted(groups):
+        elo = elo_ratings(groups[key], k=k, rounds=rounds, seed=seed)
+        bt = bradley_terry(groups[key], bootstrap=bootstrap, seed=seed)
+        for model in sorted(elo, key=lambda m: (-elo[m].mean, str(m))):
+            rows.append({**dict(zip(RATING_GROUP, key)), "model": model,
+                         "elo": elo[model].mean, "elo_low": elo[model].ci_low, "elo_high": elo[model].ci_high,
+                         "bt": bt[model].rating, "bt_low": bt[model].ci_low, "bt_high": bt[model].ci_high,
+                         "rank": bt[model].rank, "n_votes": elo[model].n_votes})
+    return rows
