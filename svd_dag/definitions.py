@@ -42,6 +42,7 @@ def build_resources(settings: Settings) -> dict:
         "mlflow": MlflowResource(
             tracking_uri=settings.mlflow_tracking_uri,
             artifact_location=os.environ.get("SVD_DAG_MLFLOW_ARTIFACTS") or os.path.join(settings.storage_uri, "mlflow-artifacts"),
+            s3_endpoint_url=s3_endpoint,
         ),
         "launcher": TrainingLauncherResource(
             state_root=os.path.join(settings.home, "train_state"),

@@ -12,10 +12,14 @@ from typing import Any
 
 
 class Tracker:
-    def __init__(self, tracking_uri: str, artifact_location: str, experiment: str = "svd-dag"):
+    def __init__(self, tracking_uri: str, artifact_location: str, experiment: str = "svd-dag",
+                 s3_endpoint_url: str = ""):
         self.tracking_uri = tracking_uri
         self.artifact_location = artifact_location
         self.experiment = experiment
+        if s3_endpoint_url and artifact_location.startswith("s3://"):
+            # MLflow's S3 artifact store reads its endpoint from this variable only.
+            os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", s3_endpoint_url)
 
     def client(self):
         import mlflow

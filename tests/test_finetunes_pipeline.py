@@ -20,7 +20,7 @@ def finetuned(curated, trained):
     result = curated["defs"].resolve_job_def("finetunes").execute_in_process(
         instance=curated["instance"],
         run_config=run_config(orbit_renders={"synthetic_objects": 4, "synthetic_views": 12},
-                              **{name: QUICK for name in FINETUNES}),
+                              multiview_eval={"steps": 3}, **{name: QUICK for name in FINETUNES}),
     )
     assert result.success
     return result
@@ -166,7 +166,7 @@ def test_interpolation_keeps_the_given_first_and_last_frames_once_trained(curate
         model = load_video_model(folder)
         err = []
         for i in range(len(rows)):
-            _, frames, _ = refs.reference(i)
+            frames = refs.reference(i)[1]
             out = generate(model, [frames[0], frames[-1]], num_frames=5, height=32, width=48, steps=10, seed=0)
             with torch.no_grad():  # what the VAE makes of the given frames, decoded in the same 5-frame context
                 pixels = torch.stack([to_model_pixels(f, 32, 48) for f in frames])
@@ -176,3 +176,19 @@ def test_interpolation_keeps_the_given_first_and_last_frames_once_trained(curate
             err.append(np.abs(out[[0, -1]].astype(float) - recon[[0, -1]]).mean())
         errors[name] = float(np.mean(err))
     assert errors["trained"] < 0.5 * errors["untrained"], errors
+
+
+def test_multiview_is_scored_on_objects_it_never_trained_on(curated, finetuned):
+    cat = curated["cat"]
+    held = {r["object_id"] for r in cat.rows("SELECT object_id FROM orbit_renders WHERE split = 'eval'")}
+    assert held and len(held) < len(cat.rows("SELECT object_id FROM orbit_renders"))
+    folder = meta_of(finetuned, "multiview_checkpoint")["checkpoint_uri"]
+    trained_cfg = json.load(open(os.path.join(folder, "svd_dag_training.json")))["config"]
+    assert set(trained_cfg["orbits_exclude"]) == held
+    rendered = {s["name"] for s in json.load(open(os.path.join(folder, "samples", "samples.json")))["samples"]}
+    assert not rendered & held
+    scores = cat.rows("SELECT * FROM multiview_results")
+    assert {r["object_id"] for r in scores} == held
+    assert all(np.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1 and r["num_views"] == 5 for r in scores)
+    meta = meta_of(finetuned, "multiview_eval")
+    assert meta["note"] == "synthetic-procedural objects" and "mlflow ui" in meta["mlflow_run"]

@@ -12,12 +12,13 @@ import tempfile
 from typing import Optional
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
 from svd_dag.assets.common import md_table, source_version
 from svd_dag.assets.curation import lvd_f
-from svd_dag.assets.finetunes import i2v_checkpoint, interpolation_checkpoint
+from svd_dag.assets.finetunes import i2v_checkpoint, interpolation_checkpoint, multiview_checkpoint, orbit_renders
 from svd_dag.assets.training import current_checkpoint, current_dataset, stage2_video_checkpoint, stage3_hq_checkpoint
 from svd_dag.resources import CatalogResource, MlflowResource, ModelStoreResource, StorageResource
 
@@ -147,6 +148,85 @@ def _proxy_elo(generated: dict, real_clips: dict, shape_of: dict) -> dict:
     return out
 
 
+class MultiviewEvalConfig(dg.Config):
+    steps: int = Field(default=25, description="Euler steps per generated orbit")
+    seed: int = 0
+
+
+@dg.asset(group_name=GROUP, deps=[multiview_checkpoint, orbit_renders],
+          code_version=source_version("evaluation/multiview_metrics.py", "sampling/generate.py"), pool="gpu",
+          kinds={"pytorch", "mlflow"})
+def multiview_eval(context: dg.AssetExecutionContext, config: MultiviewEvalConfig, storage: StorageResource,
+                   catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource
+                   ) -> dg.MaterializeResult:
+    """Novel-view quality of the current `multiview_checkpoint` on the held-out objects of
+    `orbit_renders`: from each object's first view and camera elevation the model renders the
+    orbit; PSNR and SSIM against the true views (the given first view excluded), and LPIPS
+    and CLIP-S as SVD-MV reports them when their pretrained weights are in the model store
+    (`lpips/alexnet.pth` + `lpips/alex.pth`, `clip/<arch>`; otherwise "not computed", never
+    random). Catalog `multiview_results`; MLflow metrics linked to the checkpoint's logged model.
+    """
+    from svd_dag.evaluation.multiview_metrics import multiview_scores
+    from svd_dag.evaluation.perceptual import clip_similarity, load_clip_for_scoring, load_lpips
+    from svd_dag.sampling.generate import generate, load_video_model
+    from svd_dag.storage import Store
+    from svd_dag.training.clip_reader import resize_center_crop
+    from svd_dag.training.data import orbit_view_indices
+    from svd_dag.training.orbits import read_orbit_folder
+
+    cat = catalog.catalog()
+    ckpt = current_checkpoint(cat, "multiview_checkpoint")
+    dataset = current_dataset(cat, "orbit_renders")
+    held = cat.rows("SELECT * FROM orbit_renders WHERE split = 'eval' ORDER BY object_id")
+    if not held:
+        raise ValueError("orbit_renders holds no object out for evaluation: raise its eval_fraction")
+    orbit_store = Store(dataset["manifest_uri"], storage.options())
+    store = model_store.model_store()
+    lpips, clip = load_lpips(store), load_clip_for_scoring(store)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model = load_video_model(_local_checkpoint(storage, ckpt["checkpoint_uri"], tmp))
+        train_cfg = model.meta["config"]
+        f, h, w = train_cfg["num_frames"], train_cfg["height"], train_cfg["width"]
+        for obj in held:
+            orbit = read_orbit_folder(orbit_store, obj["object_uri"])
+            truth = np.stack([resize_center_crop(orbit.frames[j], h, w)
+                              for j in orbit_view_indices(len(orbit.frames), f)])
+            views = generate(model, [truth[0]], num_frames=f, height=h, width=w, steps=config.steps,
+                             seed=config.seed, elevation_deg=orbit.elevation_deg)
+            rows.append({"object_id": obj["object_id"], "elevation_deg": orbit.elevation_deg, "source": orbit.source,
+                         **multiview_scores(views[1:], truth[1:]),
+                         "lpips": lpips.distance(views[1:], truth[1:]) if lpips and min(h, w) >= 31 else None,
+                         "clip_s": clip_similarity(views[1:], truth[1:], clip) if clip else None})
+    psnr = float(np.mean([r["psnr"] for r in rows]))
+    ssim = float(np.mean([r["ssim"] for r in rows]))
+    extra = {key: (float(np.mean([r[key] for r in rows])) if rows[0][key] is not None else None)
+             for key in ("lpips", "clip_s")}
+    tracker = mlflow.tracker()
+    run_id = tracker.start_run("multiview_eval", params={"steps": config.steps, "objects": len(rows)},
+                               tags={"dagster.run_id": context.run_id, "dagster.asset": "multiview_eval"})
+    for key, value in (("mv_psnr", psnr), ("mv_ssim", ssim), ("mv_lpips", extra["lpips"]), ("mv_clip_s", extra["clip_s"])):
+        if value is None:
+            continue
+        tracker.client().log_metric(run_id, key, value, model_id=ckpt["mlflow_model_id"],
+                                    dataset_name="orbit_renders", dataset_digest=dataset["dataset_version"])
+    tracker.log_json(run_id, rows, "multiview.json")
+    tracker.finish(run_id, {})
+    cat.upsert("multiview_results", pa.Table.from_pylist([{
+        **r, "data_version": ckpt["data_version"], "mlflow_run_id": run_id,
+        "evaluated_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)} for r in rows]),
+        key=["object_id", "data_version"])
+    return dg.MaterializeResult(
+        metadata={"psnr": psnr, "ssim": ssim,
+                  **{k: v if v is not None else "not computed (no pretrained weights in the model store)"
+                     for k, v in extra.items()},
+                  "objects": md_table([{k: (round(v, 3) if isinstance(v, float) else v)
+                                                                    for k, v in r.items()} for r in rows]),
+                  "views_scored_per_object": f - 1, "mlflow_run": tracker.run_link(run_id),
+                  "note": "synthetic-procedural objects" if {r["source"] for r in rows} == {"synthetic-procedural"}
+                  else "user orbit renders"})
+
+
 class RegistryConfig(dg.Config):
     metric: str = Field(default="fvd", description="fvd (lower is better) | elo_visual_quality | elo_prompt_following")
     tolerance: float = Field(default=0.0, description="how much worse than the champion a candidate may be")
@@ -242,4 +322,4 @@ def champion_aliases(context: dg.AssetExecutionContext, catalog: CatalogResource
     return dg.MaterializeResult(metadata={"champions": md_table(moved)})
 
 
-checkpoint_eval_assets = [fvd_eval, registered_checkpoints, champion_aliases]
+checkpoint_eval_assets = [fvd_eval, multiview_eval, registered_checkpoints, champion_aliases]

@@ -94,6 +94,8 @@ class OrbitRendersConfig(dg.Config):
     synthetic_objects: int = Field(default=8, description="objects generated when no source folder is given")
     synthetic_views: int = Field(default=24, description="views per synthetic orbit")
     synthetic_size: int = Field(default=64, description="synthetic render size in pixels")
+    eval_fraction: float = Field(default=0.25, description="objects held out (stable hash of object_id; at least one "
+                                                          "when there are 3 or more) for the multi-view metrics")
 
 
 @dg.asset(group_name=GROUP, code_version=source_version("training/orbits.py"), kinds={"duckdb"})
@@ -104,6 +106,7 @@ def orbit_renders(context: dg.AssetExecutionContext, config: OrbitRendersConfig,
     `source_uri` / SVD_DAG_ORBITS_URI at your own. Without one, simple procedural 3D objects
     are rendered with known cameras (real geometry, labelled `synthetic-procedural`).
     """
+    from svd_dag.curation.filtering import split_eval_at_least_one
     from svd_dag.storage import Store
     from svd_dag.training.orbits import generate_synthetic_orbits, list_orbit_objects, read_orbit_folder
 
@@ -130,11 +133,14 @@ def orbit_renders(context: dg.AssetExecutionContext, config: OrbitRendersConfig,
                      "height": int(orbit.frames.shape[1]), "width": int(orbit.frames.shape[2])})
     if not rows:
         raise ValueError(f"{orbit_store.uri('')}: no readable orbit folder (see the README for the format)")
+    _, held = split_eval_at_least_one([r["object_id"] for r in rows], config.eval_fraction)
+    digest.update(json.dumps(sorted(held)).encode())
     version = digest.hexdigest()[:16]
     cat = catalog.catalog()
     if problems:
         cat.quarantine(problems)
-    cat.replace_table("orbit_renders", pa.Table.from_pylist([{**r, "dataset_version": version} for r in rows]))
+    cat.replace_table("orbit_renders", pa.Table.from_pylist([
+        {**r, "split": "eval" if r["object_id"] in held else "train", "dataset_version": version} for r in rows]))
     cat.upsert("dataset_versions", pa.Table.from_pylist([{
         "dataset_version": version, "asset": "orbit_renders", "manifest_uri": orbit_store.uri(""), "kept": len(rows),
         "total": len(rows) + len(problems), "report": json.dumps({"sources": sorted({r["source"] for r in rows})}),
@@ -142,6 +148,7 @@ def orbit_renders(context: dg.AssetExecutionContext, config: OrbitRendersConfig,
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={"dagster/row_count": len(rows), "root_uri": uri_metadata(orbit_store.uri("")),
+                  "held_out_objects": ", ".join(sorted(held)) or "-",
                   "sources": ", ".join(sorted({r["source"] for r in rows})), "rejected": len(problems),
                   "elevations_deg": dg.MetadataValue.json(sorted({r["elevation_deg"] for r in rows}))})
 
@@ -154,12 +161,14 @@ def multiview_checkpoint(context: dg.AssetExecutionContext, config: FinetuneConf
     """Multi-view synthesis (SVD-MV): the I2V model fine-tuned on orbit renders, frames being
     views around an object, conditioned on the first view and on the camera elevation
     (sinusoidally embedded and added to the vector conditioning as a fourth micro-condition).
+    The held-out objects of `orbit_renders` are never trained on (`multiview_eval` scores them).
     """
     cat = catalog.catalog()
     dataset = {**current_dataset(cat, "orbit_renders"), "asset": "orbit_renders"}
+    held = [r["object_id"] for r in cat.rows("SELECT object_id FROM orbit_renders WHERE split = 'eval' ORDER BY 1")]
     trained = train_checkpoint(context, "multiview", config, dataset, current_checkpoint(cat, "i2v_checkpoint"),
                                storage, catalog, model_store, mlflow, launcher,
-                               extra={"orbits_uri": dataset["manifest_uri"]})
+                               extra={"orbits_uri": dataset["manifest_uri"], "orbits_exclude": held})
     return _materialize(trained, config, storage)
 
 

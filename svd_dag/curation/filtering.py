@@ -122,5 +122,19 @@ def split_eval(clip_ids: list[str], fraction: float) -> tuple[list[str], list[st
     if not 0 <= fraction < 1:
         raise ValueError(f"eval_fraction must be in [0, 1), got {fraction}")
     cut = int(fraction * 2**32)
-    held = {c for c in clip_ids if int(hashlib.sha256(f"eval:{c}".encode()).hexdigest()[:8], 16) < cut}
+    held = {c for c in clip_ids if _eval_hash(c) < cut}
     return [c for c in clip_ids if c not in held], [c for c in clip_ids if c in held]
+
+
+def _eval_hash(item_id: str) -> int:
+    return int(hashlib.sha256(f"eval:{item_id}".encode()).hexdigest()[:8], 16)
+
+
+def split_eval_at_least_one(ids: list[str], fraction: float) -> tuple[list[str], list[str]]:
+    """`split_eval`, but with a positive fraction and 3+ items at least one is held out (the one
+    with the smallest hash), so a small set still has something to evaluate on."""
+    train, held = split_eval(ids, fraction)
+    if fraction > 0 and not held and len(ids) >= 3:
+        first = min(ids, key=_eval_hash)
+        train, held = [i for i in ids if i != first], [first]
+    return train, held

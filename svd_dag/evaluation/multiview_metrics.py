@@ -82,7 +82,7 @@ def multiview_scores(pred_views: np.ndarray, true_views: np.ndarray) -> dict[str
     """PSNR and SSIM of predicted against true views [V, H, W, 3] uint8, each a mean over views.
 
     LPIPS and CLIP-S are not part of this dict: they need pretrained weights from the model
-    store and are computed only where those weights are available.
+    store (`svd_dag.evaluation.perceptual`); `multiview_eval` adds them where those exist.
     """
     pred_views, true_views = np.asarray(pred_views), np.asarray(true_views)
     if pred_views.ndim != 4:

@@ -10,7 +10,7 @@ training_job = dg.define_asset_job(
 
 finetunes_job = dg.define_asset_job(
     "finetunes",
-    selection=dg.AssetSelection.groups("finetunes"),
-    description="camera labels and orbit renders, then I2V -> interpolation, multi-view and camera LoRAs, each "
-                "ending with rendered sample videos.",
+    selection=dg.AssetSelection.groups("finetunes") | dg.AssetSelection.assets("multiview_eval"),
+    description="camera labels and orbit renders, then I2V -> interpolation, multi-view (+ its PSNR/SSIM on held-out "
+                "objects) and camera LoRAs, each ending with rendered sample videos.",
 )

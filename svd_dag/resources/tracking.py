@@ -1,5 +1,7 @@
 """Tracking resource: the MLflow tracking server (or the embedded SQLite store)."""
 
+from typing import Optional
+
 import dagster as dg
 
 from svd_dag.tracking import Tracker
@@ -12,6 +14,7 @@ class MlflowResource(dg.ConfigurableResource):
     tracking_uri: str
     artifact_location: str
     experiment: str = "svd-dag"
+    s3_endpoint_url: Optional[str] = None  # an S3-compatible endpoint for s3:// artifacts (MinIO, a test server)
 
     def tracker(self) -> Tracker:
-        return Tracker(self.tracking_uri, self.artifact_location, self.experiment)
+        return Tracker(self.tracking_uri, self.artifact_location, self.experiment, self.s3_endpoint_url or "")

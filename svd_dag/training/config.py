@@ -68,6 +68,7 @@ class TrainConfig:
     sample_steps: int = 25
     sample_guidance: list = field(default_factory=list)  # [min, max]; empty: SVD's ramp for the frame count
     sample_manifest_uri: str = ""  # fixed sample inputs from this manifest instead of the training data
+    orbits_exclude: list = field(default_factory=list)  # multi-view: held-out object ids (evaluation)
     orbits_uri: str = ""  # multi-view: folder of orbit renders (svd_dag.training.orbits) instead of a manifest
     models_uri: str = ""
     storage_options: dict = field(default_factory=dict)

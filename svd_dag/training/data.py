@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import random
 from typing import Any
 
@@ -86,15 +87,22 @@ class ClipDataset(torch.utils.data.Dataset):
 ORBIT_FPS = 7.0
 
 
+def orbit_view_indices(views: int, num_frames: int) -> list[int]:
+    """`num_frames` views spread evenly over an orbit of `views`, starting at the first."""
+    return [int(k * views / num_frames) for k in range(num_frames)]
+
+
 class OrbitDataset(torch.utils.data.Dataset):
     """Objects of an orbit-render folder (svd_dag.training.orbits): `num_frames` views spread
     evenly over each orbit, resized/cropped like clips, with the orbit's camera elevation."""
 
-    def __init__(self, orbits_uri: str, num_frames: int, height: int, width: int, options: dict | None = None):
+    def __init__(self, orbits_uri: str, num_frames: int, height: int, width: int, options: dict | None = None,
+                 exclude: list[str] | None = None):
         from svd_dag.training.orbits import list_orbit_objects
 
         self.store = Store(orbits_uri, options)
-        self.objects = list_orbit_objects(self.store, "")
+        held_out = {os.path.basename(u.rstrip("/")) for u in exclude or []}
+        self.objects = [u for u in list_orbit_objects(self.store, "") if os.path.basename(u.rstrip("/")) not in held_out]
         self.num_frames, self.height, self.width = num_frames, height, width
 
     def __len__(self) -> int:
@@ -117,7 +125,7 @@ class OrbitDataset(torch.utils.data.Dataset):
         if views < self.num_frames:
             log.warning("skipping orbit %s: %d views, %d needed", self.objects[i], views, self.num_frames)
             return None
-        idx = [int(k * views / self.num_frames) for k in range(self.num_frames)]
+        idx = orbit_view_indices(views, self.num_frames)
         return orbit, np.stack([resize_center_crop(orbit.frames[j], self.height, self.width) for j in idx])
 
     def __getitem__(self, i: int) -> dict[str, Any] | None:

@@ -466,7 +466,8 @@ def _dataset(cfg: TrainConfig):
     from svd_dag.training.data import ClipDataset, OrbitDataset, read_manifest
 
     if cfg.task == "multiview":
-        return OrbitDataset(cfg.orbits_uri, cfg.num_frames, cfg.height, cfg.width, cfg.storage_options)
+        return OrbitDataset(cfg.orbits_uri, cfg.num_frames, cfg.height, cfg.width, cfg.storage_options,
+                            exclude=cfg.orbits_exclude)
     rows = read_manifest(cfg.manifest_uri, cfg.storage_options)
     return ClipDataset(rows, cfg.num_frames, cfg.target_fps, cfg.height, cfg.width, cfg.raw_options, cfg.seed)
 
