@@ -139,7 +139,8 @@ def _report(cat, settings, raw: str) -> None:
         for r in q[:10]:
             print(f"  [{r['stage']}] {r['reason']}")
     if "checkpoints" in tables:
-        print("checkpoints (tiny profile: VAE fitted on these clips, random-init text/image encoders, real training):")
+        print("checkpoints (tiny profile: VAE fitted on these clips, random-init text/image encoders, real training;"
+              " text prompts are the clips' CoCa captions, random-weight gibberish unless CoCa weights are in the store):")
         for r in cat.rows("SELECT asset, coalesce(variant, '') AS variant, checkpoint_uri, steps, dataset_version, "
                           "mlflow_run_id FROM checkpoints QUALIFY row_number() OVER "
                           "(PARTITION BY asset, coalesce(variant, '') ORDER BY created_at DESC) = 1 ORDER BY created_at"):
@@ -164,7 +165,10 @@ def _print_samples(checkpoint_uri: str, indent: str) -> None:
     with open(index) as f:
         samples = json.load(f)["samples"]
     for s in samples:
-        print(f"{indent}sample video ({s['conditioning']}): {os.path.join(checkpoint_uri, s['mp4'])}")
+        given = s["conditioning"]
+        if given.startswith("prompt"):  # captions from the curation's CoCa: random weights unless the store has them
+            given = f"caption {given[7:47]!s}..." if len(given) > 50 else given
+        print(f"{indent}sample video ({given}): {os.path.join(checkpoint_uri, s['mp4'])}")
 
 
 if __name__ == "__main__":

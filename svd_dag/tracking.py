@@ -90,6 +90,12 @@ class Tracker:
                 client.log_metric(run_id, key, float(value))
         client.set_terminated(run_id, status="FINISHED" if ok else "FAILED")
 
+    def model_link(self, name: str) -> str:
+        """A link to a registered model's page, like `run_link`."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return f"{self.tracking_uri.rstrip('/')}/#/models/{name}"
+        return f"mlflow ui --backend-store-uri {self.tracking_uri}  ->  #/models/{name}"
+
     def run_link(self, run_id: str) -> str:
         """A link for the UI: the server's page, or how to open a local store."""
         exp = self.experiment_id()

@@ -129,3 +129,24 @@ def test_two_cpu_processes_train_one_checkpoint(curated):
     meta = _meta(result, "stage1_image_checkpoint")
     assert meta["samples_seen"] == 4 * 4 * 2  # steps x batch x processes
     assert os.path.exists(os.path.join(meta["checkpoint_uri"], "unet", "diffusion_pytorch_model.safetensors"))
+
+
+def test_stage2_hires_phase_continues_at_320x576_shapes_from_the_base_checkpoint(trained, curated):
+    """SVD's stage-II hi-res phase: the base stage II, then the same asset continues from it at the
+    hi-res preset (tiny: 40x72) with ln sigma ~ N(0, 1); the asset reports the hi-res checkpoint."""
+    import json
+    import os
+
+    result = curated["defs"].resolve_job_def("training").execute_in_process(
+        instance=curated["instance"], asset_selection=[dg.AssetKey("stage2_video_checkpoint")],
+        run_config=_ops(stage2_video_checkpoint={"steps": 2, "checkpoint_every": 2, "seed": 3, "hires_phase": True}))
+    assert result.success
+    meta = _meta(result, "stage2_video_checkpoint")
+    config = json.load(open(os.path.join(meta["checkpoint_uri"], "svd_dag_training.json")))["config"]
+    assert (config["height"], config["width"], config["p_mean"], config["p_std"]) == (40, 72, 0.0, 1.0)
+    version = result.get_asset_materialization_events()[0].event_specific_data.materialization.tags["dagster/data_version"]
+    rows = {r["variant"]: r for r in curated["cat"].rows(
+        "SELECT * FROM checkpoints WHERE asset = 'stage2_video_checkpoint' AND data_version = ?", [version])}
+    assert rows[""]["parent_checkpoint_uri"] == rows["hires"]["parent_checkpoint_uri"]  # the base phase's weights
+    base = curated["cat"].rows("SELECT * FROM checkpoints WHERE checkpoint_uri = ?", [rows[""]["parent_checkpoint_uri"]])
+    assert base and base[0]["asset"] == "stage2_video_checkpoint" and base[0]["steps"] == 2

@@ -259,7 +259,8 @@ def registered_checkpoints(context: dg.AssetExecutionContext, config: RegistryCo
     """
     if config.metric not in LOWER_IS_BETTER:
         raise ValueError(f"metric must be one of {sorted(LOWER_IS_BETTER)}, got {config.metric!r}")
-    cat, client = catalog.catalog(), mlflow.tracker().client()
+    cat, tracker = catalog.catalog(), mlflow.tracker()
+    client = tracker.client()
     from mlflow.exceptions import MlflowException
 
     rows, verdicts = [], []
@@ -304,7 +305,9 @@ def registered_checkpoints(context: dg.AssetExecutionContext, config: RegistryCo
     worse = [r["family"] for r in rows if not r["passes"]]
     return dg.MaterializeResult(
         metadata={"candidates": md_table([{k: r[k] for k in ("family", "version", "value", "champion_version", "why")}
-                                          for r in rows]), "metric": config.metric},
+                                          for r in rows]), "metric": config.metric,
+                  "mlflow_models": md_table([{"registered model": r["registered_model"],
+                                              "link": tracker.model_link(r["registered_model"])} for r in rows])},
         check_results=[dg.AssetCheckResult(check_name="not_worse_than_champion", passed=not worse,
                                            metadata={"worse": ", ".join(worse) or "-"})],
     )
@@ -314,11 +317,12 @@ def registered_checkpoints(context: dg.AssetExecutionContext, config: RegistryCo
 def champion_aliases(context: dg.AssetExecutionContext, catalog: CatalogResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     """Points each family's `champion` alias at the candidate `registered_checkpoints` just
     registered. Downstream of a blocking check: it never runs when a candidate is worse."""
-    cat, client = catalog.catalog(), mlflow.tracker().client()
+    cat, tracker = catalog.catalog(), mlflow.tracker()
     moved = []
     for r in cat.rows("SELECT * FROM registry_candidates WHERE passes"):
-        client.set_registered_model_alias(r["registered_model"], "champion", r["version"])
-        moved.append({"registered_model": r["registered_model"], "champion": r["version"]})
+        tracker.client().set_registered_model_alias(r["registered_model"], "champion", r["version"])
+        moved.append({"registered_model": r["registered_model"], "champion": r["version"],
+                      "link": tracker.model_link(r["registered_model"])})
     return dg.MaterializeResult(metadata={"champions": md_table(moved)})
 
 

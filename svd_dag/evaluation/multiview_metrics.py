@@ -22,8 +22,9 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 
 
-def _as_view_batch(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Check shapes/dtypes and return both as float64 [V, H, W, 3]."""
+def view_batches(pred: np.ndarray, target: np.ndarray, min_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Check shapes/dtypes (uint8 RGB [H, W, 3] or [V, H, W, 3], equal shapes, at least one view
+    of at least `min_size` pixels a side) and return both as uint8 [V, H, W, 3]."""
     pred, target = np.asarray(pred), np.asarray(target)
     if pred.shape != target.shape:
         raise ValueError(f"pred and target shapes differ: {pred.shape} vs {target.shape}")
@@ -36,6 +37,13 @@ def _as_view_batch(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np
         pred, target = pred[None], target[None]
     if pred.shape[0] == 0:
         raise ValueError("pred and target hold no views")
+    if min(pred.shape[1:3]) < min_size:
+        raise ValueError(f"images must be at least {min_size}x{min_size}, got {pred.shape[1]}x{pred.shape[2]}")
+    return pred, target
+
+
+def _as_view_batch(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred, target = view_batches(pred, target)
     return pred.astype(np.float64), target.astype(np.float64)
 
 

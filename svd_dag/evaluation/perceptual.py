@@ -37,6 +37,7 @@ import torchvision
 from torch import nn
 
 from svd_dag.curation.clip_model import ClipModel, embed_images, file_key, load_clip
+from svd_dag.evaluation.multiview_metrics import view_batches
 from svd_dag.model_store import ModelStore, file_sha256
 
 LPIPS_ALEXNET_FILE = "lpips/alexnet.pth"
@@ -49,23 +50,6 @@ NORMALISE_EPS = 1e-10
 LPIPS_MIN_SIZE = 31  # smallest side for which AlexNet's relu5 map is at least 1x1
 
 
-def _view_batches(pred: np.ndarray, target: np.ndarray, min_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Check shapes/dtypes and return both as uint8 [V, H, W, 3]."""
-    pred, target = np.asarray(pred), np.asarray(target)
-    if pred.shape != target.shape:
-        raise ValueError(f"pred and target shapes differ: {pred.shape} vs {target.shape}")
-    if pred.ndim not in (3, 4) or pred.shape[-1] != 3:
-        raise ValueError(f"images must be RGB [H, W, 3] or [V, H, W, 3], got shape {pred.shape}")
-    for name, image in (("pred", pred), ("target", target)):
-        if image.dtype != np.uint8:
-            raise ValueError(f"{name} must be uint8, got dtype {image.dtype}")
-    if pred.ndim == 3:
-        pred, target = pred[None], target[None]
-    if pred.shape[0] == 0:
-        raise ValueError("pred and target hold no views")
-    if min(pred.shape[1:3]) < min_size:
-        raise ValueError(f"images must be at least {min_size}x{min_size}, got {pred.shape[1]}x{pred.shape[2]}")
-    return pred, target
 
 
 # --- LPIPS ---
@@ -95,7 +79,7 @@ class Lpips:
         """LPIPS of each view [V] for uint8 RGB [H, W, 3] or [V, H, W, 3] (float64)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        pred, target = _view_batches(pred, target, LPIPS_MIN_SIZE)
+        pred, target = view_batches(pred, target, LPIPS_MIN_SIZE)
         out = []
         with torch.inference_mode():
             for i in range(0, len(pred), batch_size):
@@ -194,6 +178,6 @@ def clip_similarity(pred: np.ndarray, target: np.ndarray, clip: ClipModel) -> fl
     """
     if clip.weights != "pretrained":
         raise ValueError(f"CLIP-S needs pretrained CLIP weights, got weights={clip.weights!r} ({clip.version})")
-    pred, target = _view_batches(pred, target)
+    pred, target = view_batches(pred, target)
     pred_emb, target_emb = embed_images(clip, list(pred)), embed_images(clip, list(target))
     return float((pred_emb.astype(np.float64) * target_emb).sum(axis=1).mean())
