@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 CRITERIA = ("motion", "aesthetics", "caption_similarity", "text")
@@ -41,6 +40,8 @@ def cell_fractions(criterion: str, level: str) -> dict[str, float]:
 
 def reference_distance(video: np.ndarray, reference: np.ndarray) -> float:
     """Mean |video - reference| in [0, 1] units over the frames both have, video resized to the reference."""
+    import cv2  # lazily: the Dagster code server imports this module's constants on every reload
+
     n = min(len(video), len(reference))
     if n == 0:
         raise ValueError("empty video or reference")

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from svd_dag.sampling.euler import Guidance, sample_euler
+from svd_dag.training.conditioning import SVD_DEFAULT_MOTION_BUCKET
 
-SVD_DEFAULT_FPS = 7
-SVD_DEFAULT_MOTION_BUCKET = 127
+SVD_DEFAULT_FPS = 7  # diffusers' StableVideoDiffusionPipeline defaults
 SVD_DEFAULT_NOISE_AUG = 0.02
 
 
