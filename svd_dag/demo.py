@@ -133,6 +133,12 @@ def _report(cat, settings, raw: str) -> None:
                 cut_s = "-" if cut is None else f"{cut:.4g}"
                 print(f"  removed by {name:<19} {n:>3}  (bottom {frac:.1%}, cutoff {cut_s}, unscored {report['unscored'][name]})")
             print(f"  manifest: {latest[0]['manifest_uri']}")
+    if "shard_indexes" in tables:
+        for r in cat.rows("SELECT s.*, (SELECT sum(shard_size) FROM clip_shards c JOIN lvd_f USING (clip_id) "
+                          "WHERE c.encode_key = s.encode_key) AS bytes FROM shard_indexes s "
+                          "WHERE dataset_asset = 'lvd_f' ORDER BY created_at DESC LIMIT 1"):
+            print(f"clip_shards (encode key {r['encode_key']}): {r['sharded']} of {r['clips']} lvd_f clips as H.264 in "
+                  f"tar shards, {float(r['bytes'] or 0) / 2**20:.1f} MB; index {r['index_uri']}")
     if "quarantine" in tables:
         q = cat.quarantined()
         print(f"quarantined inputs: {len(q)}")

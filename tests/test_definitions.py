@@ -14,7 +14,7 @@ from svd_dag.resources import StorageResource
 from svd_dag.settings import load_settings
 
 CURATION_ASSETS = {"raw_videos", "clips", "motion_scores", "ocr_scores", "clip_embeddings", "aesthetic_scores",
-                   "captions", "caption_similarity", "annotations", "lvd_f"}
+                   "captions", "caption_similarity", "annotations", "lvd_f", "clip_shards"}
 
 
 def test_loading_definitions_imports_no_heavy_library():

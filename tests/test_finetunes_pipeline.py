@@ -142,7 +142,12 @@ def _train_in_process(tmp_path, name: str, init_from: str, manifest: str, **over
 
 def test_interpolation_keeps_the_given_first_and_last_frames_once_trained(curated, finetuned, tmp_path):
     """Trained on two clips, the model's first and last frames match the given frames (as the
-    VAE reproduces them) far better than the same model before training."""
+    VAE reproduces them) far better than the same model before training.
+
+    Measured (mean abs error in 0-255 units, untrained -> 60 steps): 26.4 -> 11.0 here, 29.3 ->
+    14.8 on CI (other thread counts, other numerics); 30 steps give 12.0, 120 give 10.6, a
+    plateau the tiny VAE sets. Hence 0.65 x: well above both ratios (0.42, 0.50), and an
+    untrained model (1.0) fails it."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -175,7 +180,7 @@ def test_interpolation_keeps_the_given_first_and_last_frames_once_trained(curate
             recon = ((recon.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).numpy()
             err.append(np.abs(out[[0, -1]].astype(float) - recon[[0, -1]]).mean())
         errors[name] = float(np.mean(err))
-    assert errors["trained"] < 0.5 * errors["untrained"], errors
+    assert errors["trained"] < 0.65 * errors["untrained"], errors
 
 
 def test_multiview_is_scored_on_objects_it_never_trained_on(curated, finetuned):

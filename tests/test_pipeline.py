@@ -52,7 +52,7 @@ def world(tmp_path_factory, bikes_path):
 def test_every_run_succeeds_and_materializes_the_whole_group(world):
     for run in world["runs"]:
         assert run.success
-    assert set(world["meta"][0]) == {"raw_videos", "clips", *ANNOTATION_TABLES, "annotations", "lvd_f"}
+    assert set(world["meta"][0]) == {"raw_videos", "clips", *ANNOTATION_TABLES, "annotations", "lvd_f", "clip_shards"}
 
 
 def test_catalog_has_one_table_per_asset_plus_quarantine(world):

@@ -3,6 +3,7 @@
 import json
 
 import dagster as dg
+import pytest
 import pyarrow.parquet as pq
 
 import synth
@@ -21,20 +22,28 @@ def test_store_round_trip(s3_endpoint):
     assert store.list_files() == [uri]
 
 
-def test_curation_reads_raw_video_from_s3_and_writes_artefacts_there(s3_endpoint, tmp_path, bikes_path):
+@pytest.fixture(scope="module")
+def s3_world(s3_endpoint, tmp_path_factory, bikes_path):
+    """One curation run with raw videos read from s3:// and every artefact written there."""
+    tmp = tmp_path_factory.mktemp("s3_world")
     raw = Store("s3://raw-videos/incoming")
     raw.fs.mkdir("raw-videos")
     Store("s3://curated").fs.mkdir("curated")
     raw.write_bytes("bikes.mp4", open(bikes_path, "rb").read())
-    synth.truncated_video(str(tmp_path / "broken.mp4"))
-    raw.write_bytes("sub/broken.mp4", open(tmp_path / "broken.mp4", "rb").read())
+    synth.truncated_video(str(tmp / "broken.mp4"))
+    raw.write_bytes("sub/broken.mp4", open(tmp / "broken.mp4", "rb").read())
 
-    settings = load_settings({"SVD_DAG_HOME": str(tmp_path / "home"), "SVD_DAG_RAW_URI": "s3://raw-videos/incoming",
-                              "SVD_DAG_STORAGE_URI": "s3://curated/svd", "SVD_DAG_MODELS_URI": str(tmp_path / "models")})
+    settings = load_settings({"SVD_DAG_HOME": str(tmp / "home"), "SVD_DAG_RAW_URI": "s3://raw-videos/incoming",
+                              "SVD_DAG_STORAGE_URI": "s3://curated/svd", "SVD_DAG_MODELS_URI": str(tmp / "models")})
     # Five clips: keep the filters light so that the manifest is not empty by chance.
     light = {"ops": {"lvd_f": {"config": {"caption_similarity_remove": 0.0, "aesthetics_remove": 0.0}}}}
-    result = build_defs(settings).resolve_job_def("recuration").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), run_config=light)
+    defs, instance = build_defs(settings), dg.DagsterInstance.ephemeral()
+    result = defs.resolve_job_def("recuration").execute_in_process(instance=instance, run_config=light)
+    return {"settings": settings, "defs": defs, "instance": instance, "result": result}
+
+
+def test_curation_reads_raw_video_from_s3_and_writes_artefacts_there(s3_world):
+    settings, result = s3_world["settings"], s3_world["result"]
     assert result.success
 
     cat = Catalog(settings.catalog_path)
@@ -55,31 +64,27 @@ def test_curation_reads_raw_video_from_s3_and_writes_artefacts_there(s3_endpoint
         manifest = pq.read_table(f)
     assert manifest.num_rows == lvd_f.metadata["kept"].value > 0
     assert set(manifest.column("video_uri").to_pylist()) == {"s3://raw-videos/incoming/bikes.mp4"}
+    shards = {r["shard_uri"] for r in cat.rows("SELECT shard_uri FROM clip_shards")}
+    assert shards and all(u.startswith("s3://curated/svd/clip_shards/") and out.exists(u) for u in shards)
 
 
-def test_training_writes_checkpoints_to_s3_and_continues_from_an_s3_parent(s3_endpoint, tmp_path, bikes_path):
-    """Stage I's weights go to s3://; stage II downloads them as its parent and writes its own there."""
-    raw = Store("s3://raw-train/in")
-    raw.fs.mkdir("raw-train")
-    Store("s3://ckpt").fs.mkdir("ckpt")
-    raw.write_bytes("bikes.mp4", open(bikes_path, "rb").read())
-    settings = load_settings({"SVD_DAG_HOME": str(tmp_path / "home"), "SVD_DAG_RAW_URI": "s3://raw-train/in",
-                              "SVD_DAG_STORAGE_URI": "s3://ckpt/svd", "SVD_DAG_MODELS_URI": str(tmp_path / "models")})
-    defs, instance = build_defs(settings), dg.DagsterInstance.ephemeral()
-    keep = {"motion_remove": 0.0, "aesthetics_remove": 0.0, "caption_similarity_remove": 0.0, "text_remove": 0.0}
-    assert defs.resolve_job_def("recuration").execute_in_process(
-        instance=instance, run_config={"ops": {"lvd_f": {"config": keep}}}).success
+def test_training_writes_checkpoints_to_s3_and_continues_from_an_s3_parent(s3_world):
+    """Stage I's weights go to s3:// (trained from the s3 clip shards); stage II downloads them as
+    its parent and writes its own there."""
+    settings = s3_world["settings"]
     short = {"steps": 2, "checkpoint_every": 2}
-    result = defs.resolve_job_def("training").execute_in_process(
-        instance=instance, asset_selection=[dg.AssetKey("stage1_image_checkpoint"), dg.AssetKey("stage2_video_checkpoint")],
+    result = s3_world["defs"].resolve_job_def("training").execute_in_process(
+        instance=s3_world["instance"],
+        asset_selection=[dg.AssetKey("stage1_image_checkpoint"), dg.AssetKey("stage2_video_checkpoint")],
         run_config={"ops": {"stage1_image_checkpoint": {"config": {**short, "vae_fit_steps": 10}},
                             "stage2_video_checkpoint": {"config": short}}})
     assert result.success
     rows = {r["asset"]: r for r in Catalog(settings.catalog_path).rows("SELECT * FROM checkpoints")}
     stage1, stage2 = rows["stage1_image_checkpoint"], rows["stage2_video_checkpoint"]
-    assert stage1["checkpoint_uri"].startswith("s3://ckpt/svd/checkpoints/stage1_image_checkpoint/")
+    assert stage1["checkpoint_uri"].startswith("s3://curated/svd/checkpoints/stage1_image_checkpoint/")
+    assert stage1["data_source"] == "shards"
     assert stage2["parent_checkpoint_uri"] == stage1["checkpoint_uri"]
-    out = Store("s3://ckpt/svd")
+    out = Store("s3://curated/svd")
     assert out.exists(f"{stage2['checkpoint_uri']}/unet/diffusion_pytorch_model.safetensors")
     meta = json.loads(out.read_bytes(f"{stage2['checkpoint_uri']}/svd_dag_training.json"))
     assert meta["init"]["init"] == f"inflated from {stage1['checkpoint_uri']}"

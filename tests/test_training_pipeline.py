@@ -94,7 +94,7 @@ def test_a_killed_training_resumes_from_its_saved_state(trained, curated):
     settings, instance = curated["settings"], curated["instance"]
     state_root = os.path.join(settings.home, "train_state", "stage1_image_checkpoint")
     job = curated["defs"].resolve_job_def("training")
-    config = _ops(stage1_image_checkpoint={"steps": 30, "checkpoint_every": 5, "seed": 1})
+    config = _ops(stage1_image_checkpoint={"steps": 30, "checkpoint_every": 5, "seed": 1, "vae_fit_steps": 10})
     stop, killed = threading.Event(), []
     before = set(_state_dirs(state_root))
     watcher = threading.Thread(target=_kill_training_when_state_appears, args=(state_root, before, stop, killed))
@@ -122,7 +122,7 @@ def test_two_cpu_processes_train_one_checkpoint(curated):
         del os.environ["SVD_DAG_TRAIN_PROCESSES"]
     result = defs.resolve_job_def("training").execute_in_process(
         instance=curated["instance"], asset_selection=[dg.AssetKey("stage1_image_checkpoint")],
-        run_config=_ops(stage1_image_checkpoint={"steps": 4, "checkpoint_every": 2, "seed": 2}))
+        run_config=_ops(stage1_image_checkpoint={"steps": 4, "checkpoint_every": 2, "seed": 2, "vae_fit_steps": 10}))
     assert result.success
     mats = result.get_asset_materialization_events()
     assert len(mats) == 1

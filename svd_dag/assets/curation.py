@@ -1,4 +1,4 @@
-"""Curation group: raw videos -> clips -> annotations -> the filtered dataset `lvd_f`.
+"""Curation group: raw videos -> clips -> annotations -> the filtered dataset `lvd_f` -> `clip_shards`.
 
 Thin wiring: the work lives in `svd_dag.curation`. Tabular results go to the DuckDB
 catalog (one table per asset); big artefacts (frame samples, manifests) go to storage and
@@ -7,6 +7,7 @@ asset bodies so that loading these definitions stays fast.
 """
 
 
+import dataclasses
 import datetime as dt
 import hashlib
 import io
@@ -684,5 +685,139 @@ def _write_eval_split(cat: Catalog, store, version: str, held: pa.Table) -> str:
     return uri
 
 
+def current_dataset(cat: Catalog, asset: str) -> dict:
+    """The `dataset_versions` row of the version `asset`'s catalog table holds now."""
+    rows = cat.rows("SELECT d.* FROM dataset_versions d JOIN (SELECT DISTINCT dataset_version FROM " + f'"{asset}"'
+                    ") cur USING (dataset_version) WHERE d.asset = ?", [asset]) if asset in cat.tables() else []
+    if not rows:
+        raise RuntimeError(f"{asset} has no current version: materialize it first")
+    return rows[0]
+
+
+# ---------------------------------------------------------------- clip_shards
+
+SHARDS_CODE = source_version("curation/shards.py", "training/clip_reader.py")
+
+
+class ClipShardsConfig(dg.Config):
+    max_height: int = Field(default=576, description="frames taller than this are scaled down to it (aspect kept, even "
+                                                     "sizes, never up); 576 = SVD's highest training resolution")
+    crf: int = Field(default=20, description="libx264 constant rate factor: lower is better quality and bigger files")
+    preset: str = Field(default="fast", description="libx264 speed preset (ultrafast ... veryslow)")
+    target_shard_mb: float = Field(default=256.0, description="a shard is closed once it holds this many MB")
+    max_clips_per_shard: int = Field(default=1000, description="... or this many clips")
+
+
+@dg.asset(group_name=GROUP, deps=[lvd_f], code_version=SHARDS_CODE, kinds={"duckdb", "parquet"})
+def clip_shards(
+    context: dg.AssetExecutionContext,
+    config: ClipShardsConfig,
+    raw_storage: StorageResource,
+    storage: StorageResource,
+    catalog: CatalogResource,
+    video_executor: VideoExecutorResource,
+) -> dg.MaterializeResult:
+    """The kept clips of the current `lvd_f`, cut out of their videos and encoded for training:
+    H.264 mp4s at native fps, scaled to fit `max_height`, packed into WebDataset-style tar
+    shards (`<clip_id>.mp4` + `<clip_id>.json`) under `clip_shards/<encode key>/`.
+
+    Only what survived filtering is ever transcoded, once: a clip already encoded under the
+    same encode key (settings + ENCODING_VERSION) is reused, new clips go into new shard files (shards are
+    never rewritten). Each mp4's offset and size in its tar are recorded (catalog table
+    `clip_shards`), so training fetches a clip with one ranged read. Writes a shard index per
+    dataset version (the manifest joined with the shard references) that the training assets
+    read. A clip that cannot be cut goes to `quarantine`; the rest carry on.
+    """
+    from svd_dag.curation.annotate import clip_ref
+    from svd_dag.curation.shards import EncodeSettings, shard_clips
+
+    cat, store = catalog.catalog(), storage.store()
+    dataset = current_dataset(cat, "lvd_f")
+    settings = EncodeSettings(config.max_height, config.crf, config.preset).validate()
+    key = settings.key()
+    kept = cat.rows("SELECT * FROM lvd_f ORDER BY clip_id")
+    reused = _sharded_clips(cat, store, key)
+    todo = [c for c in kept if c["clip_id"] not in reused]
+    context.log.info(f"{len(kept)} clips in lvd_f {dataset['dataset_version']}: "
+                     f"{len(kept) - len(todo)} already encoded under {key}, {len(todo)} to transcode")
+
+    run = shard_clips(
+        store, todo, settings, key, video_executor.executor().map, raw_storage.uri, raw_storage.options(),
+        target_bytes=int(config.target_shard_mb * 2**20), max_clips=config.max_clips_per_shard,
+        on_shard=lambda rows: cat.upsert("clip_shards", pa.Table.from_pylist(rows), key=["clip_id", "encode_key"]),
+    )
+    cat.quarantine([{"uri": clip_ref(f["clip"]), "sha256": f["clip"]["video_sha256"], "stage": "clip_shards",
+                     "reason": f["reason"]} for f in run.failures])
+    for f in run.failures:
+        context.log.warning(f"quarantined: {f['reason']}")
+    recorded, index = write_shard_index(cat, store, {**dataset, "asset": "lvd_f"}, key)
+    sharded = [r for r in index.to_pylist() if r["shard_uri"] is not None]
+    cat.release_from_quarantine("clip_shards", [clip_ref(r) for r in sharded])
+    shard_uris = sorted({r["shard_uri"] for r in sharded})
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(_digest(index.to_pylist())),
+        metadata={
+            "dagster/row_count": len(sharded),
+            "dataset_version": dataset["dataset_version"],
+            "encode_key": key,
+            "encode_settings": dg.MetadataValue.json(dataclasses.asdict(settings)),
+            "clips_in_lvd_f": len(kept),
+            "transcoded_now": len(run.rows),
+            "reused": len(kept) - len(todo),
+            "quarantined": len(run.failures),
+            "bytes_written_now": sum(s["bytes"] for s in run.shards),
+            "clip_bytes_total": sum(r["shard_size"] for r in sharded),
+            "shards_written_now": dg.MetadataValue.json([s["shard_uri"] for s in run.shards]),
+            "shard_uris": dg.MetadataValue.json(shard_uris),
+            "index_uri": uri_metadata(recorded["index_uri"]),
+            "catalog_table": f"{cat.path}::clip_shards",
+            "quarantined_clips": md_table([{"clip": clip_ref(f["clip"]), "reason": f["reason"]} for f in run.failures]),
+        },
+    )
+
+
+def _sharded_clips(cat: Catalog, store, key: str) -> set[str]:
+    """Clips already encoded under `key` whose shard file is still there."""
+    if "clip_shards" not in cat.tables():
+        return set()
+    rows = cat.rows("SELECT clip_id, shard_uri FROM clip_shards WHERE encode_key = ?", [key])
+    present = {u for u in {r["shard_uri"] for r in rows} if store.exists(u)}
+    return {r["clip_id"] for r in rows if r["shard_uri"] in present}
+
+
+def write_shard_index(cat: Catalog, store, dataset: dict, key: str) -> tuple[dict, pa.Table]:
+    """A dataset version's manifest joined with the shards of encode `key` (clips without one
+    keep null shard columns and are read by reference); recorded in `shard_indexes`."""
+    from svd_dag.curation.shards import shard_index
+
+    manifest = pq.read_table(io.BytesIO(store.read_bytes(dataset["manifest_uri"])))
+    refs = cat.rows("SELECT * FROM clip_shards WHERE encode_key = ? AND clip_id IN (SELECT unnest(?))",
+                    [key, manifest.column("clip_id").to_pylist()]) if "clip_shards" in cat.tables() else []
+    index = shard_index(manifest, refs)
+    buf = io.BytesIO()
+    pq.write_table(index, buf)
+    uri = store.write_bytes(f"clip_shards/{key}/index/{dataset['dataset_version']}.parquet", buf.getvalue())
+    row = {"dataset_version": dataset["dataset_version"], "dataset_asset": dataset["asset"], "encode_key": key,
+           "index_uri": uri, "clips": index.num_rows, "sharded": len(refs), "created_at": _now()}
+    cat.upsert("shard_indexes", pa.Table.from_pylist([row]), key=["dataset_version", "encode_key"])
+    return row, index
+
+
+def shard_index_for(cat: Catalog, store, dataset: dict) -> Optional[dict]:
+    """The `shard_indexes` row for a dataset version of lvd_f clips under the latest encode key
+    `clip_shards` used; for a version it did not index (hq_finetune_set, a subset of lvd_f)
+    the index is written now. None when `clip_shards` has never run."""
+    if "shard_indexes" not in cat.tables():
+        return None
+    latest = cat.rows("SELECT encode_key FROM shard_indexes WHERE dataset_asset = 'lvd_f' "
+                      "ORDER BY created_at DESC LIMIT 1")
+    if not latest:
+        return None
+    key = latest[0]["encode_key"]
+    rows = cat.rows("SELECT * FROM shard_indexes WHERE dataset_version = ? AND encode_key = ?",
+                    [dataset["dataset_version"], key])
+    return rows[0] if rows else write_shard_index(cat, store, dataset, key)[0]
+
+
 curation_assets = [raw_videos, clips, motion_scores, ocr_scores, clip_embeddings, aesthetic_scores, captions,
-                   caption_similarity, annotations, lvd_f]
+                   caption_similarity, annotations, lvd_f, clip_shards]

@@ -20,7 +20,8 @@ import pyarrow as pa
 from pydantic import Field
 
 from svd_dag.assets.common import source_version, uri_metadata
-from svd_dag.assets.curation import MANIFEST_COLUMNS, lvd_f, weights_label, write_dataset_version
+from svd_dag.assets.curation import (MANIFEST_COLUMNS, current_dataset, lvd_f, shard_index_for, weights_label,
+                                     write_dataset_version)
 from svd_dag.catalog import Catalog
 from svd_dag.resources import (CatalogResource, MlflowResource, ModelStoreResource, StorageResource,
                                TrainingLauncherResource)
@@ -78,14 +79,6 @@ def hq_finetune_set(context: dg.AssetExecutionContext, config: HqSetConfig, stor
     )
 
 
-def current_dataset(cat: Catalog, asset: str) -> dict:
-    rows = cat.rows("SELECT d.* FROM dataset_versions d JOIN (SELECT DISTINCT dataset_version FROM " + f'"{asset}"'
-                    ") cur USING (dataset_version) WHERE d.asset = ?", [asset]) if asset in cat.tables() else []
-    if not rows:
-        raise RuntimeError(f"{asset} has no current version: materialize it first")
-    return rows[0]
-
-
 def current_checkpoint(cat: Catalog, asset: str, variant: str = "") -> dict:
     rows = cat.rows("SELECT * FROM checkpoints WHERE asset = ? AND coalesce(variant, '') = ? "
                     "ORDER BY created_at DESC LIMIT 1", [asset, variant]) \
@@ -105,6 +98,8 @@ class StageConfig(dg.Config):
     vae_fit_steps: Optional[int] = Field(default=None, description="tiny profile, stage I: steps fitting the small VAE")
     hires_phase: bool = Field(default=False, description="stage II only: then continue at 320x576 with ln sigma ~ "
                                                          "N(0.0, 1.0), SVD's hi-res phase; the asset's checkpoint is that one")
+    data_source: str = Field(default="auto", description="auto: lvd_f / hq_finetune_set clips from clip_shards when it has "
+                                                         "run, else by reference into the raw videos | reference | shards")
 
     def overrides(self) -> dict:
         return {k: v for k, v in {"steps": self.steps, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
@@ -144,18 +139,22 @@ def train_checkpoint(context: dg.AssetExecutionContext, stage_key: str, config: 
     from svd_dag.training.config import STAGE_PRESETS, TrainConfig
 
     cat, store = catalog.catalog(), storage.store()
+    dataset = with_data_source(cat, store, dataset, getattr(config, "data_source", "auto"))
     if config.profile not in STAGE_PRESETS[stage_key]:
         raise ValueError(f"profile must be one of {sorted(STAGE_PRESETS[stage_key])}, got {config.profile!r}")
     preset = {**STAGE_PRESETS[stage_key][config.profile], **config.overrides(), **(extra or {})}
     probe = TrainConfig(profile=config.profile, manifest_uri="", output_uri="", state_dir="", **preset).validate()
     # Same inputs + same hyperparameters -> same state folder: a killed run resumes on re-materialization.
-    key = hashlib.sha256(json.dumps([stage_key, variant, probe.digest(), dataset["dataset_version"],
-                                     parent["data_version"] if parent else None, TRAINING_CODE]).encode()).hexdigest()[:12]
+    inputs = [stage_key, variant, probe.digest(), dataset["dataset_version"], parent["data_version"] if parent else None,
+              TRAINING_CODE]
+    if dataset["data_source"] == "shards":  # re-encoded, downscaled frames are other training data
+        inputs.append(dataset["encode_key"])
+    key = hashlib.sha256(json.dumps(inputs).encode()).hexdigest()[:12]
     asset_name = context.asset_key.to_user_string()
     # A name usable as a path segment and as an MLflow model name (no '/', ':', '.', '%', '|').
     run_name = re.sub(r"[^A-Za-z0-9_-]+", "_", f"{asset_name}-{variant}" if variant else asset_name)
     cfg = TrainConfig(
-        profile=config.profile, manifest_uri=dataset["manifest_uri"],
+        profile=config.profile, manifest_uri=dataset.get("shard_index_uri") or dataset["manifest_uri"],
         output_uri=store.uri(f"checkpoints/{run_name}/{key}"),
         state_dir=os.path.join(launcher.state_root, run_name, key),
         init_from=parent["checkpoint_uri"] if parent else None,
@@ -165,7 +164,8 @@ def train_checkpoint(context: dg.AssetExecutionContext, stage_key: str, config: 
     tracker = mlflow.tracker()
     run_id = tracker.start_run(
         run_name=f"{run_name}-{key}", params={**cfg.hyperparameters(), "init_from": cfg.init_from or "",
-                                             "dataset_version": dataset["dataset_version"]},
+                                             "dataset_version": dataset["dataset_version"],
+                                             "data_source": dataset["data_source"]},
         tags={"dagster.run_id": context.run_id, "dagster.asset": asset_name, "svd_dag.state_key": key,
               **({"svd_dag.variant": variant} if variant else {})},
     )
@@ -195,11 +195,33 @@ def train_checkpoint(context: dg.AssetExecutionContext, stage_key: str, config: 
         "parent_checkpoint_uri": parent["checkpoint_uri"] if parent else None,
         "parent_data_version": parent["data_version"] if parent else None, "dataset_asset": dataset["asset"],
         "dataset_version": dataset["dataset_version"], "manifest_uri": dataset["manifest_uri"],
+        "data_source": dataset["data_source"], "shard_index_uri": dataset.get("shard_index_uri"),
         "profile": config.profile, "task": meta.get("task", "text"), "steps": int(meta["steps"]),
         "mlflow_run_id": run_id, "mlflow_model_id": model_id, "dagster_run_id": context.run_id,
         "created_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
     }]), key=["asset", "variant", "data_version"])
     return TrainedCheckpoint(asset_name, variant, meta, result, run_id, model_id, tracker, dataset, parent)
+
+
+SHARDED_DATASETS = ("lvd_f", "hq_finetune_set")
+DATA_SOURCES = ("auto", "reference", "shards")
+
+
+def with_data_source(cat: Catalog, store, dataset: dict, mode: str) -> dict:
+    """`dataset` plus where training reads its clips: `data_source` "shards" (and the shard
+    index the trainer reads instead of the manifest) or "reference" (the raw videos)."""
+    if mode not in DATA_SOURCES:
+        raise ValueError(f"data_source must be one of {DATA_SOURCES}, got {mode!r}")
+    index = shard_index_for(cat, store, dataset) if mode != "reference" and dataset["asset"] in SHARDED_DATASETS else None
+    if mode == "shards" and (index is None or index["sharded"] < index["clips"]):
+        have = "no shard index" if index is None else f"shards for {index['sharded']} of {index['clips']} clips"
+        raise ValueError(f"data_source=shards but {dataset['asset']} {dataset['dataset_version']} has {have}: "
+                         "materialize clip_shards (failed clips are in quarantine, stage clip_shards)")
+    if index is None or index["sharded"] == 0:
+        return {**dataset, "data_source": "reference"}
+    return {**dataset, "data_source": "shards", "shard_index_uri": index["index_uri"], "encode_key": index["encode_key"],
+            "shard_coverage": f"{index['sharded']} of {index['clips']} clips from shards"
+                              + (", the rest by reference" if index["sharded"] < index["clips"] else "")}
 
 
 def _sample_files(store, index_uri: str) -> list[str]:
@@ -236,6 +258,9 @@ def checkpoint_metadata(trained: TrainedCheckpoint, profile: str, store=None) ->
         "parent_checkpoint_uri": trained.parent["checkpoint_uri"] if trained.parent else "-",
         "dataset_manifest_uri": uri_metadata(trained.dataset["manifest_uri"]),
         "dataset_version": trained.dataset["dataset_version"],
+        "data_source": trained.dataset["data_source"],
+        **({"shard_index_uri": uri_metadata(trained.dataset["shard_index_uri"]),
+            "shard_coverage": trained.dataset["shard_coverage"]} if trained.dataset.get("shard_index_uri") else {}),
         "profile": profile,
         "mlflow_run": trained.tracker.run_link(trained.run_id),
         "mlflow_model_id": trained.model_id,

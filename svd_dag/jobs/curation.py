@@ -16,7 +16,8 @@ from svd_dag.resources import StorageResource
 recuration_job = dg.define_asset_job(
     "recuration",
     selection=dg.AssetSelection.groups("curation"),
-    description="Inventory raw video, cut, annotate and filter into a new lvd_f version (incremental).",
+    description="Inventory raw video, cut, annotate and filter into a new lvd_f version, then transcode its new "
+                "clips into clip_shards (incremental).",
 )
 
 weekly_recuration = dg.ScheduleDefinition(

@@ -3,10 +3,15 @@
 A clip is (video_uri, start_frame, end_frame) with frame indices counted in decode order
 from the first frame, as curation counted them. We seek to the keyframe before the clip
 and map each decoded frame's pts back to that index, so reading a clip near the end of a
-long video does not decode the whole video.
+long video does not decode the whole video. The same decode loop reads clips transcoded
+into shards (`svd_dag.curation.shards`), from bytes in memory.
 """
 
 from __future__ import annotations
+
+import contextlib
+import io
+from typing import Iterator
 
 import av
 import cv2
@@ -36,33 +41,70 @@ def effective_fps(fps: float, indices: list[int]) -> float:
     return fps / (indices[1] - indices[0]) if len(indices) > 1 else fps
 
 
-def read_frames(store: Store, uri: str, indices: list[int], fps: float) -> list[np.ndarray]:
-    """RGB uint8 frames at the given decode-order indices (sorted ascending)."""
+def decode_range(container: av.container.InputContainer, first: int, last: int, fps: float,
+                 uri: str) -> Iterator[tuple[int, av.VideoFrame]]:
+    """(decode-order index, frame) for the frames in [first, last], ascending, each index once.
+
+    Seeks to the keyframe before `first`; frames missing from the stream are simply absent
+    (callers decide whether that is an error). FFmpeg errors become a VideoError naming `uri`.
+    """
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    tb = float(stream.time_base)
+    origin = stream.start_time or 0
+    seek_s = max(0.0, first / fps - 1.0)
+    if seek_s > 0:
+        container.seek(int(seek_s / tb) + origin, stream=stream, backward=True, any_frame=False)
+    last_seen = first - 1
+    try:
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            idx = int(round((frame.pts - origin) * tb * fps))
+            if first <= idx <= last and idx > last_seen:
+                last_seen = idx
+                yield idx, frame
+            if idx >= last:
+                return
+    except av.error.FFmpegError as e:
+        raise VideoError(f"{uri}: decoding failed near frame {max(last_seen, first)} ({e})") from e
+
+
+@contextlib.contextmanager
+def open_video_bytes(data: bytes, label: str) -> Iterator[av.container.InputContainer]:
+    """Open an in-memory video (a shard member); `label` names it in errors."""
+    try:
+        container = av.open(io.BytesIO(data), mode="r")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        raise VideoError(f"{label}: not a readable video ({e})") from e
+    try:
+        if not container.streams.video:
+            raise VideoError(f"{label}: the container has no video stream")
+        yield container
+    finally:
+        container.close()
+
+
+def _pick_frames(container: av.container.InputContainer, indices: list[int], fps: float, uri: str) -> list[np.ndarray]:
     wanted = sorted(set(indices))
-    got: dict[int, np.ndarray] = {}
-    with open_video(store, uri) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        tb = float(stream.time_base)
-        origin = stream.start_time or 0
-        seek_s = max(0.0, wanted[0] / fps - 1.0)
-        if seek_s > 0:
-            container.seek(int(seek_s / tb) + origin, stream=stream, backward=True, any_frame=False)
-        try:
-            for frame in container.decode(stream):
-                if frame.pts is None:
-                    continue
-                idx = int(round((frame.pts - origin) * tb * fps))
-                if idx in wanted:
-                    got[idx] = frame.to_ndarray(format="rgb24")
-                if idx >= wanted[-1]:
-                    break
-        except av.error.FFmpegError as e:
-            raise VideoError(f"{uri}: decoding failed near frame {max(got, default=wanted[0])} ({e})") from e
+    got = {idx: frame.to_ndarray(format="rgb24")
+           for idx, frame in decode_range(container, wanted[0], wanted[-1], fps, uri) if idx in wanted}
     missing = [i for i in wanted if i not in got]
     if missing:
         raise VideoError(f"{uri}: frames {missing[:5]}{'...' if len(missing) > 5 else ''} did not decode")
     return [got[i] for i in indices]
+
+
+def read_frames(store: Store, uri: str, indices: list[int], fps: float) -> list[np.ndarray]:
+    """RGB uint8 frames at the given decode-order indices (sorted ascending)."""
+    with open_video(store, uri) as container:
+        return _pick_frames(container, indices, fps, uri)
+
+
+def read_frames_from_bytes(data: bytes, indices: list[int], fps: float, label: str) -> list[np.ndarray]:
+    """Like `read_frames`, from a video held in memory (indices count from its first frame)."""
+    with open_video_bytes(data, label) as container:
+        return _pick_frames(container, indices, fps, label)
 
 
 def resize_center_crop(rgb: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""The training dataset: clips of a curated manifest, decoded by reference from their videos.
+"""The training dataset: clips of a curated manifest, decoded from their shards or by reference.
+
+A row that carries shard columns (a `clip_shards` index) is read from its shard: one ranged
+read of its mp4 member, decoded in memory, at the shard's (possibly reduced) resolution.
+Any other row is decoded by reference from its raw video.
 
 Each item is `num_frames` frames sampled at `target_fps` from a random offset inside the
 clip, resized and centre-cropped to the stage's resolution, in [-1, 1], with the clip's
@@ -19,6 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from svd_dag.curation.media import VideoError
+from svd_dag.curation.shards import read_clip_frames
 from svd_dag.storage import Store
 from svd_dag.training.clip_reader import effective_fps, frame_indices, read_frames, resize_center_crop
 
@@ -32,28 +37,32 @@ def read_manifest(uri: str, storage_options: dict | None = None) -> list[dict[st
 
 class ClipDataset(torch.utils.data.Dataset):
     def __init__(self, rows: list[dict[str, Any]], num_frames: int, target_fps: float, height: int, width: int,
-                 raw_options: dict | None = None, seed: int = 0):
+                 raw_options: dict | None = None, seed: int = 0, shard_options: dict | None = None):
         self.rows = [r for r in rows if r["end_frame"] - r["start_frame"] >= num_frames]
         self.num_frames, self.target_fps = num_frames, target_fps
         self.height, self.width = height, width
         self.raw_options = raw_options or {}
+        self.shard_options = self.raw_options if shard_options is None else shard_options
         self.rng = random.Random(seed)
         self._stores: dict[str, Store] = {}
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _store(self, uri: str) -> Store:
+    def _store(self, uri: str, options: dict) -> Store:
         root = uri.rsplit("/", 1)[0]
         if root not in self._stores:
-            self._stores[root] = Store(root, self.raw_options)
+            self._stores[root] = Store(root, options)
         return self._stores[root]
 
     def _frames(self, row: dict[str, Any], offset: int) -> tuple[np.ndarray, list[int]] | None:
         try:
             idx = frame_indices(row["start_frame"], row["end_frame"], row["fps"], self.num_frames, self.target_fps,
                                 offset=offset)
-            frames = read_frames(self._store(row["video_uri"]), row["video_uri"], idx, row["fps"])
+            if row.get("shard_uri"):
+                frames = read_clip_frames(self._store(row["shard_uri"], self.shard_options), row, idx)
+            else:
+                frames = read_frames(self._store(row["video_uri"], self.raw_options), row["video_uri"], idx, row["fps"])
         except (VideoError, ValueError) as e:
             log.warning("skipping clip %s: %s", row["clip_id"], e)
             return None

@@ -469,7 +469,8 @@ def _dataset(cfg: TrainConfig):
         return OrbitDataset(cfg.orbits_uri, cfg.num_frames, cfg.height, cfg.width, cfg.storage_options,
                             exclude=cfg.orbits_exclude)
     rows = read_manifest(cfg.manifest_uri, cfg.storage_options)
-    return ClipDataset(rows, cfg.num_frames, cfg.target_fps, cfg.height, cfg.width, cfg.raw_options, cfg.seed)
+    return ClipDataset(rows, cfg.num_frames, cfg.target_fps, cfg.height, cfg.width, cfg.raw_options, cfg.seed,
+                       shard_options=cfg.storage_options)
 
 
 def _image_conditioning(cfg: TrainConfig, vae, encoder, pixels: torch.Tensor, gen: torch.Generator):

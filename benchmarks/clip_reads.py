@@ -1,0 +1,107 @@
+"""Training reads: a clip's frames by reference into its raw video vs from `clip_shards`.
+
+    .venv/bin/python benchmarks/clip_reads.py [--clips N] [--repeat R] [--max-height H]
+
+On benchmarks/out/bikes_x30.mp4 (7,500 frames, 640x272, built by benchmarks/curation.py if
+missing) it cuts N evenly spaced 2-second clips, shards them with the same code as the
+`clip_shards` asset (local storage, in-process), and then times `ClipDataset.__getitem__`
+(the trainer's data path: frame choice, decode, resize/crop) over the same items read
+(a) by reference: seek in the 5-minute raw video, decode from the keyframe before the clip;
+(b) from the shards: one ranged read of the clip's mp4 member, decode in memory.
+It prints the one-off transcode cost, bytes, and per-item read time with (b)/(a).
+Variants run round-robin; medians of R rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from svd_dag.curation.executor import Outcome  # noqa: E402
+from svd_dag.curation.shards import EncodeSettings, shard_clips, shard_index  # noqa: E402
+from svd_dag.storage import Store  # noqa: E402
+from svd_dag.training.data import ClipDataset  # noqa: E402
+
+CLIP_FRAMES = 50  # 2 s at 25 fps
+
+
+def serial_map(fn, items) -> list[Outcome]:
+    return [Outcome(item, fn(item)) for item in items]
+
+
+def clips_of(video: Path, n: int, total: int = 7500, fps: float = 25.0) -> list[dict]:
+    step = (total - CLIP_FRAMES) // max(1, n - 1)
+    return [{"clip_id": f"c{i:04d}", "video_sha256": "bench", "video_uri": str(video), "start_frame": i * step,
+             "end_frame": i * step + CLIP_FRAMES, "start_s": i * step / fps, "end_s": (i * step + CLIP_FRAMES) / fps,
+             "duration_s": CLIP_FRAMES / fps, "fps": fps, "width": 640, "height": 272, "caption": "bikes"}
+            for i in range(n)]
+
+
+def time_reads(dataset: ClipDataset) -> float:
+    dataset.rng.seed(0)  # the same frame offsets for both variants
+    start = time.perf_counter()
+    for i in range(len(dataset)):
+        assert dataset[i] is not None, dataset.rows[i]["clip_id"]
+    return (time.perf_counter() - start) / len(dataset)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", type=int, default=60)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--max-height", type=int, default=576)
+    ap.add_argument("--frames", type=int, default=14, help="frames per item (stage II full: 14)")
+    ap.add_argument("--fps", type=float, default=7.0, help="target fps of the sampled frames")
+    ap.add_argument("--size", default="256x384", help="HxW the items are resized/cropped to")
+    args = ap.parse_args(argv)
+
+    import pyarrow as pa
+    from curation import build_test_video
+
+    video = build_test_video(30)
+    clips = clips_of(video, args.clips)
+    height, width = (int(v) for v in args.size.split("x"))
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(tmp)
+        settings = EncodeSettings(max_height=args.max_height).validate()
+        start = time.perf_counter()
+        run = shard_clips(store, clips, settings, settings.key(), serial_map, str(video.parent))
+        transcode_s = time.perf_counter() - start
+        assert not run.failures, run.failures
+        index = shard_index(pa.Table.from_pylist(clips), run.rows).to_pylist()
+        variants = {
+            "(a) by reference (seek + decode in the raw video)": ClipDataset(clips, args.frames, args.fps, height, width),
+            "(b) from clip_shards (ranged read + decode)": ClipDataset(index, args.frames, args.fps, height, width),
+        }
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(args.repeat):
+            for name, dataset in variants.items():
+                times[name].append(time_reads(dataset))
+        shard_bytes = sum(s["bytes"] for s in run.shards)
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; python {platform.python_version()}")
+    print(f"source: {video.name} (640x272, 7,500 frames, {video.stat().st_size / 2**20:.1f} MB); {args.clips} clips of "
+          f"{CLIP_FRAMES} frames; items: {args.frames} frames at {args.fps:g} fps -> {height}x{width}")
+    print(f"transcode once: {transcode_s:.1f} s ({transcode_s / args.clips * 1000:.0f} ms/clip), "
+          f"{len(run.shards)} shard(s), {shard_bytes / 2**20:.1f} MB (max_height {args.max_height}, crf {settings.crf}, "
+          f"preset {settings.preset})")
+    base = statistics.median(times[next(iter(variants))])
+    print(f"| variant | ms/item (median of {args.repeat}) | ratio to (a) |")
+    print("|---|---:|---:|")
+    for name, ts in times.items():
+        print(f"| {name} | {statistics.median(ts) * 1000:.1f} | {statistics.median(ts) / base:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
