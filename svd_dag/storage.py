@@ -118,3 +118,15 @@ def sha256_of(store: Store, uri: str, chunk: int = 8 * 2**20) -> str:
     return h.hexdigest()
 
 
+
+
+def local_folder(uri: str, cache_dir: str, options: dict[str, Any] | None = None) -> str:
+    """A local folder with the contents of folder `uri`: `uri` itself when it is local, else a
+    copy made once under `cache_dir` (a `.complete` marker says the copy finished)."""
+    if "://" not in uri or uri.startswith("file://"):
+        return uri.removeprefix("file://")
+    if not os.path.exists(os.path.join(cache_dir, ".complete")):
+        root, rel = uri.rstrip("/").rsplit("/", 1)
+        Store(root, options).get_dir(rel, cache_dir)
+        open(os.path.join(cache_dir, ".complete"), "w").close()
+    return cache_dir

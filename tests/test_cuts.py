@@ -100,3 +100,26 @@ def test_hsv_content_detector_scores_exactly_like_pyscenedetects(bikes_path):
         expected = theirs._calculate_frame_score(tc, bgr)
         got = ours._calculate_frame_score(tc, cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV))
         assert got == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+KOALA = PassConfig("koala", None, 3.0, "zscore")
+
+
+def test_zscore_pass_finds_the_crossfade_the_native_pass_misses(tmp_path):
+    """Koala-36M's test (a frame change > 3 sigma above the last 2 s) as a fourth pass."""
+    path, middle = synth.crossfade_video(str(tmp_path / "fade.mp4"), fade_frames=8)
+    native_and_koala = CascadeConfig(passes=(PassConfig("native", None, 27.0), KOALA))
+    [b] = scan_video(Store(str(tmp_path)), path, native_and_koala, SampleConfig()).boundaries
+    assert b.passes == ["koala"] and abs(b.frame - middle) <= 4
+
+
+def test_zscore_pass_keeps_bikes_precision_and_ignores_steady_camera_motion(samples_dir, tmp_path):
+    store = Store(samples_dir)
+    with_koala = CascadeConfig(passes=CascadeConfig().passes + (KOALA,))
+    found = scan_video(store, store.uri("bikes.mp4"), with_koala, SampleConfig()).boundaries
+    assert [b.frame for b in found] == BIKES_CUTS and sum("koala" in b.passes for b in found) >= 3
+    unconfirmed = CascadeConfig(passes=(PassConfig("native", None, 27.0), KOALA), confirm_hist_distance=1e-6)
+    for make in (synth.static_video, synth.moving_video, synth.zoom_video):  # no cut, even unconfirmed
+        path = str(tmp_path / f"{make.__name__}.mp4")
+        make(path)
+        assert scan_video(Store(str(tmp_path)), path, unconfirmed, SampleConfig()).boundaries == [], make.__name__

@@ -38,12 +38,9 @@ class FvdEvalConfig(dg.Config):
 
 def _local_checkpoint(storage: StorageResource, uri: str, tmp: str) -> str:
     """A local folder holding the checkpoint: itself, or a copy of a remote (s3://) one."""
-    if "://" not in uri:
-        return uri
-    from svd_dag.storage import Store
+    from svd_dag.storage import local_folder
 
-    root, rel = uri.rstrip("/").rsplit("/", 1)
-    return Store(root, storage.options()).get_dir(rel, os.path.join(tmp, rel))
+    return local_folder(uri, os.path.join(tmp, uri.rstrip("/").rsplit("/", 1)[1]), storage.options())
 
 
 @dg.asset(group_name=GROUP, deps=[lvd_f, stage2_video_checkpoint, stage3_hq_checkpoint, i2v_checkpoint,

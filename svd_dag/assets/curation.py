@@ -95,7 +95,8 @@ class CutPass(dg.Config):
     name: str
     target_fps: Optional[float] = Field(description="frames per second fed to the detector; null = every frame")
     threshold: float
-    detector: str = Field(default="content", description="content | adaptive")
+    detector: str = Field(default="content", description="content | adaptive | zscore (Koala-36M: a frame change more "
+                                                         "than `threshold` sigmas above the last 2 s of changes)")
 
 
 class ClipsConfig(dg.Config):

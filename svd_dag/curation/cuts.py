@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
-DETECTORS = ("content", "adaptive")
+DETECTORS = ("content", "adaptive", "zscore")
 HIST_BINS = (8, 4, 4)  # H, S, V
 
 
@@ -91,9 +91,67 @@ class HsvContentDetector(ContentDetector):
         return float(cv2.norm(frame_img, last, cv2.NORM_L1)) / frame_img.size
 
 
-def _make_detector(p: PassConfig, min_scene_len_s: float):
+class ZScoreDetector:
+    """Koala-36M's test for gradual transitions as a cascade pass: frames whose change from
+    the previous one lies more than `threshold` standard deviations above the mean change of
+    the `window_s` seconds before them form a transition, reported at its middle frame once
+    it ends.
+
+    The change is the total-variation distance between consecutive HSV histograms, which
+    camera and object motion barely move (steady shots: ~0.01-0.05) and which every frame of
+    a fade moves by a share of the whole shot change. A slow fade keeps each frame's change
+    small, so a fixed threshold misses it, but lifts it out of the steady distribution.
+    `min_change` keeps a near-static shot, whose sigma is ~0, from firing on noise. The
+    statistics are frozen while a transition lasts and start again after it.
+    """
+
+    def __init__(self, threshold: float, min_scene_len: float, fps: float, window_s: float = 2.0,
+                 min_change: float = 0.05, min_history: int = 5):
+        self.threshold, self.min_change, self.min_history = threshold, min_change, min_history
+        self.window = max(min_history, int(round(window_s * fps)))
+        self.min_gap = max(1, int(round(min_scene_len * fps)))
+        self.changes: list[float] = []
+        self._last_hist: np.ndarray | None = None
+        self._last_cut = -self.min_gap
+        self._run: list[FrameTimecode] = []  # the frames of the transition under way
+
+    def process_frame(self, timecode: FrameTimecode, hsv: np.ndarray) -> list[FrameTimecode]:
+        hist = hsv_histogram(hsv)
+        last, self._last_hist = self._last_hist, hist
+        if last is None:
+            return []
+        change = _tv(hist, last)
+        history = self.changes[-self.window :]
+        if len(history) >= self.min_history and change >= self.min_change \
+                and change > np.mean(history) + self.threshold * max(float(np.std(history)), 1e-3):
+            self._run.append(timecode)
+            return []
+        self.changes.append(change)
+        return self._end_run()
+
+    def _end_run(self) -> list[FrameTimecode]:
+        run, self._run = self._run, []
+        if not run:
+            return []
+        middle = run[len(run) // 2]
+        self.changes = []
+        if middle.frame_num - self._last_cut < self.min_gap:
+            return []
+        self._last_cut = middle.frame_num
+        return [middle]
+
+    def post_process(self, timecode: FrameTimecode) -> list[FrameTimecode]:
+        return self._end_run()
+
+
+HSV_DETECTORS = (HsvContentDetector, ZScoreDetector)  # fed the cascade's shared HSV frame
+
+
+def _make_detector(p: PassConfig, min_scene_len_s: float, pass_fps: float):
     if p.detector == "adaptive":
         return AdaptiveDetector(adaptive_threshold=p.threshold, min_scene_len=min_scene_len_s)
+    if p.detector == "zscore":
+        return ZScoreDetector(threshold=p.threshold, min_scene_len=min_scene_len_s, fps=pass_fps)
     return HsvContentDetector(threshold=p.threshold, min_scene_len=min_scene_len_s)
 
 
@@ -110,7 +168,7 @@ class CascadeDetector:
         self.cfg = cfg
         self.fps = native_fps
         self.steps = [p.step(native_fps) for p in cfg.passes]
-        self.detectors = [_make_detector(p, cfg.min_scene_len_s) for p in cfg.passes]
+        self.detectors = [_make_detector(p, cfg.min_scene_len_s, native_fps / step) for p, step in zip(cfg.passes, self.steps)]
         self.raw_cuts: list[list[int]] = [[] for _ in cfg.passes]
         self.hists: list[np.ndarray] = []
         self.last_index = -1
@@ -123,7 +181,7 @@ class CascadeDetector:
         for i, (det, step) in enumerate(zip(self.detectors, self.steps)):
             if index % step == 0:
                 tc = tc or FrameTimecode(index, fps=self.fps)
-                frame = hsv if isinstance(det, HsvContentDetector) else bgr_small
+                frame = hsv if isinstance(det, HSV_DETECTORS) else bgr_small
                 self.raw_cuts[i].extend(c.frame_num for c in det.process_frame(tc, frame))
 
     def finish(self) -> list[Boundary]:

@@ -43,23 +43,26 @@ def open_video(store: Store, uri: str) -> Iterator[av.container.InputContainer]:
     if size == 0:
         raise VideoError(f"{uri}: file is empty (0 bytes)")
     local = store.local_path(uri)
-    handle = None
-    try:
-        if local is None:
-            handle = store.open(uri, "rb")
-        try:
-            container = av.open(local if local is not None else handle, mode="r")
-        except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-            raise VideoError(f"{uri}: not a readable video container ({_ffmpeg_reason(e)})") from e
-        try:
-            if not container.streams.video:
-                raise VideoError(f"{uri}: the container has no video stream")
+    with contextlib.ExitStack() as stack:
+        source = local if local is not None else stack.enter_context(store.open(uri, "rb"))
+        with open_container(source, uri) as container:
             yield container
-        finally:
-            container.close()
+
+
+@contextlib.contextmanager
+def open_container(source: Any, label: str) -> Iterator[av.container.InputContainer]:
+    """Open a path or file object (an in-memory shard member, say) for decoding; `label`
+    names it in errors."""
+    try:
+        container = av.open(source, mode="r")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        raise VideoError(f"{label}: not a readable video container ({_ffmpeg_reason(e)})") from e
+    try:
+        if not container.streams.video:
+            raise VideoError(f"{label}: the container has no video stream")
+        yield container
     finally:
-        if handle is not None:
-            handle.close()
+        container.close()
 
 
 def _ffmpeg_reason(e: Exception) -> str:

@@ -9,7 +9,6 @@ into shards (`svd_dag.curation.shards`), from bytes in memory.
 
 from __future__ import annotations
 
-import contextlib
 import io
 from typing import Iterator
 
@@ -17,7 +16,7 @@ import av
 import cv2
 import numpy as np
 
-from svd_dag.curation.media import VideoError, open_video
+from svd_dag.curation.media import VideoError, open_container, open_video
 from svd_dag.storage import Store
 
 
@@ -70,21 +69,6 @@ def decode_range(container: av.container.InputContainer, first: int, last: int, 
         raise VideoError(f"{uri}: decoding failed near frame {max(last_seen, first)} ({e})") from e
 
 
-@contextlib.contextmanager
-def open_video_bytes(data: bytes, label: str) -> Iterator[av.container.InputContainer]:
-    """Open an in-memory video (a shard member); `label` names it in errors."""
-    try:
-        container = av.open(io.BytesIO(data), mode="r")
-    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-        raise VideoError(f"{label}: not a readable video ({e})") from e
-    try:
-        if not container.streams.video:
-            raise VideoError(f"{label}: the container has no video stream")
-        yield container
-    finally:
-        container.close()
-
-
 def _pick_frames(container: av.container.InputContainer, indices: list[int], fps: float, uri: str) -> list[np.ndarray]:
     wanted = sorted(set(indices))
     got = {idx: frame.to_ndarray(format="rgb24")
@@ -103,7 +87,7 @@ def read_frames(store: Store, uri: str, indices: list[int], fps: float) -> list[
 
 def read_frames_from_bytes(data: bytes, indices: list[int], fps: float, label: str) -> list[np.ndarray]:
     """Like `read_frames`, from a video held in memory (indices count from its first frame)."""
-    with open_video_bytes(data, label) as container:
+    with open_container(io.BytesIO(data), label) as container:
         return _pick_frames(container, indices, fps, label)
 
 

@@ -145,16 +145,12 @@ def _fetch_parent(cfg: TrainConfig) -> TrainConfig:
     the local copy (every rank the same one), lineage keeps the remote URI."""
     import dataclasses
 
-    from svd_dag.storage import Store
+    from svd_dag.storage import local_folder
 
-    if not cfg.init_from or "://" not in cfg.init_from:
+    if not cfg.init_from:
         return cfg
-    local = os.path.join(cfg.state_dir, "parent", hashlib.sha256(cfg.init_from.encode()).hexdigest()[:12])
-    if not os.path.exists(os.path.join(local, ".complete")):
-        root, rel = cfg.init_from.rstrip("/").rsplit("/", 1)
-        Store(root, cfg.storage_options).get_dir(rel, local)
-        open(os.path.join(local, ".complete"), "w").close()
-    return dataclasses.replace(cfg, init_from=local)
+    cache = os.path.join(cfg.state_dir, "parent", hashlib.sha256(cfg.init_from.encode()).hexdigest()[:12])
+    return dataclasses.replace(cfg, init_from=local_folder(cfg.init_from, cache, cfg.storage_options))
 
 
 def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
