@@ -4,7 +4,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from svd_dag.curation.filtering import PAPER_REMOVE_FRACTIONS, dataset_version, percentile_filter
+from svd_dag.curation.filtering import PAPER_REMOVE_FRACTIONS, dataset_version, percentile_filter, split_eval
 
 
 @pytest.fixture()
@@ -88,3 +88,14 @@ def test_dataset_version_depends_on_kept_clips_and_thresholds():
     assert a == dataset_version(["y", "x"], {"motion": 0.25})
     assert a != dataset_version(["x"], {"motion": 0.25})
     assert a != dataset_version(["x", "y"], {"motion": 0.5})
+
+
+def test_eval_split_by_video_keeps_each_video_on_one_side_and_is_stable():
+    clips = [f"v{v}-c{c}" for v in range(40) for c in range(5)]
+    groups = {c: c.split("-")[0] for c in clips}
+    train, held = split_eval(clips, 0.25, groups)
+    assert {groups[c] for c in train}.isdisjoint({groups[c] for c in held})
+    assert 4 <= len({groups[c] for c in held}) <= 18  # ~10 of 40 videos
+    assert split_eval(clips[::-1], 0.25, groups)[1] == held[::-1]  # order does not choose the side
+    by_clip = split_eval(clips, 0.25)[1]
+    assert len({groups[c] for c in by_clip}) > len({groups[c] for c in held})  # per clip: spread over more videos

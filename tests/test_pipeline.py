@@ -122,6 +122,21 @@ def test_changing_one_annotator_recomputes_that_annotation_only(world):
     assert third["clips"]["videos_decoded_this_run"] == 0
 
 
+def test_eval_split_by_video_holds_out_whole_videos(world):
+    """eval_split_by=video: every clip of a held-out video is in lvd_f_eval, none in training."""
+    defs = build_defs(world["settings"])
+    keep_all = {"motion_remove": 0.0, "aesthetics_remove": 0.0, "caption_similarity_remove": 0.0, "text_remove": 0.0}
+    result = defs.resolve_job_def("recuration").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), asset_selection=[dg.AssetKey("lvd_f")],
+        run_config={"ops": {"lvd_f": {"config": {**keep_all, "eval_fraction": 0.5, "eval_split_by": "video"}}}})
+    assert result.success
+    cat = world["cat"]
+    train = {r["video_sha256"] for r in cat.rows("SELECT video_sha256 FROM lvd_f")}
+    held = {r["video_sha256"] for r in cat.rows("SELECT video_sha256 FROM lvd_f_eval")}
+    assert train and held and not train & held
+    assert len(cat.rows("SELECT * FROM lvd_f")) + len(cat.rows("SELECT * FROM lvd_f_eval")) == len(cat.rows("SELECT * FROM clips"))
+
+
 def test_blocking_check_fails_lvd_f_when_nothing_is_kept(world):
     """Runs last in this module: it leaves an empty lvd_f behind."""
     defs = build_defs(world["settings"])

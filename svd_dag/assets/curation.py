@@ -583,8 +583,11 @@ class LvdFConfig(dg.Config):
     caption_similarity_remove: float = Field(default=0.5, description="fraction removed for lowest caption-frame similarity")
     text_remove: float = Field(default=0.25, description="fraction removed for most text")
     text_max_area: Optional[float] = Field(default=None, description="also drop clips with more text than this (the paper: 0.07)")
-    eval_fraction: float = Field(default=0.1, description="share of the kept clips held out (by a stable hash of "
-                                                         "clip_id) as the evaluation split that training never sees")
+    eval_fraction: float = Field(default=0.1, description="share of the kept clips held out (by a stable hash) as "
+                                                         "the evaluation split that training never sees")
+    eval_split_by: str = Field(default="clip", description="clip: hash each clip_id | video: hash the video's sha256, "
+                                                           "so a held-out video has no clip in training (use it once "
+                                                           "there are enough videos for ~eval_fraction of them)")
     use_ablation_recommendations: bool = Field(
         default=False, description="replace the fractions above by the levels filter_ablation_report recommends "
                                    "(criteria it has no recommendation for keep the configured fraction)")
@@ -627,8 +630,13 @@ def lvd_f(context: dg.AssetExecutionContext, config: LvdFConfig, storage: Storag
         result = percentile_filter(con, fractions, absolute_max_text_area=config.text_max_area)
     thresholds = {"remove_fractions": fractions, "text_max_area": config.text_max_area,
                   "from_ablation": {c: f"{r['level']}% ({r['rater_kind']} votes)" for c, r in adopted.items()},
-                  "eval_fraction": config.eval_fraction}
-    train_ids, eval_ids = split_eval(result.kept_ids, config.eval_fraction)
+                  "eval_fraction": config.eval_fraction, "eval_split_by": config.eval_split_by}
+    if config.eval_split_by not in ("clip", "video"):
+        raise ValueError(f"eval_split_by must be clip or video, got {config.eval_split_by!r}")
+    groups = None if config.eval_split_by == "clip" else {
+        r["clip_id"]: r["video_sha256"] for r in cat.rows("SELECT clip_id, video_sha256 FROM annotations "
+                                                          "WHERE clip_id IN (SELECT unnest(?))", [result.kept_ids])}
+    train_ids, eval_ids = split_eval(result.kept_ids, config.eval_fraction, groups)
     version = dataset_version(train_ids, fractions, {"text_max_area": config.text_max_area, "eval": sorted(eval_ids)})
     weights = weights_label(cat)
     select = f"SELECT {MANIFEST_COLUMNS}, ? AS dataset_version FROM annotations WHERE clip_id IN (SELECT unnest(?)) ORDER BY clip_id"
