@@ -7,7 +7,8 @@ import pytest
 import synth
 from svd_dag.curation.media import VideoError
 from svd_dag.storage import Store
-from svd_dag.training.clip_reader import frame_indices, read_frames, resize_center_crop
+from svd_dag.curation.media import read_frames
+from svd_dag.training.clip_reader import frame_indices, resize_center_crop
 
 
 def _all_frames(path):

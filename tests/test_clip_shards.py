@@ -18,11 +18,11 @@ from svd_dag.assets.curation import MANIFEST_COLUMNS, write_dataset_version
 from svd_dag.assets.training import with_data_source
 from svd_dag.catalog import Catalog
 from svd_dag.curation.executor import LocalProcessExecutor
+from svd_dag.curation.media import read_frames
 from svd_dag.curation.shards import EncodeSettings, output_size, read_clip_frames, read_member, shard_clips
 from svd_dag.definitions import build_defs
 from svd_dag.settings import load_settings
 from svd_dag.storage import Store
-from svd_dag.training.clip_reader import read_frames
 from svd_dag.training.data import ClipDataset
 
 SMALL = {"max_height": 96, "crf": 26, "preset": "ultrafast", "max_clips_per_shard": 2}

@@ -705,7 +705,7 @@ def current_dataset(cat: Catalog, asset: str) -> dict:
 
 # ---------------------------------------------------------------- clip_shards
 
-SHARDS_CODE = source_version("curation/shards.py", "training/clip_reader.py")
+SHARDS_CODE = source_version("curation/shards.py", "curation/media.py")
 
 
 class ClipShardsConfig(dg.Config):

@@ -31,7 +31,7 @@ TRAINING_CODE = source_version("training/train.py", "training/edm.py", "training
                                "training/data.py", "training/clip_reader.py", "training/components.py",
                                "training/config.py", "training/conditioning_frames.py", "training/finetune_models.py",
                                "training/orbits.py", "sampling/euler.py", "sampling/generate.py", "sampling/samples.py",
-                               "sampling/video_io.py")
+                               "sampling/video_io.py", "curation/media.py", "curation/shards.py")
 
 
 class HqSetConfig(dg.Config):

@@ -7,10 +7,12 @@ in words a person understands; callers quarantine on it and carry on with the ba
 from __future__ import annotations
 
 import contextlib
+import io
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
 import av
+import numpy as np
 
 from svd_dag.storage import Store
 
@@ -108,3 +110,58 @@ def scaled_size(width: int, height: int, target_width: int) -> tuple[int, int]:
         return width - width % 2, height - height % 2
     h = max(2, int(round(height * target_width / width / 2)) * 2)
     return target_width, h
+
+
+# ---------------------------------------------------------------- frames by decode-order index
+# Seek to the keyframe before the wanted range and map each decoded frame's pts back to its
+# index, so reading a clip near the end of a long video does not decode the whole video.
+
+def decode_range(container: av.container.InputContainer, first: int, last: int, fps: float,
+                 uri: str) -> Iterator[tuple[int, av.VideoFrame]]:
+    """(decode-order index, frame) for the frames in [first, last], ascending, each index once.
+
+    Seeks to the keyframe before `first`; frames missing from the stream are simply absent
+    (callers decide whether that is an error). FFmpeg errors become a VideoError naming `uri`.
+    """
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    tb = float(stream.time_base)
+    origin = stream.start_time or 0
+    seek_s = max(0.0, first / fps - 1.0)
+    if seek_s > 0:
+        container.seek(int(seek_s / tb) + origin, stream=stream, backward=True, any_frame=False)
+    last_seen = first - 1
+    try:
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            idx = int(round((frame.pts - origin) * tb * fps))
+            if first <= idx <= last and idx > last_seen:
+                last_seen = idx
+                yield idx, frame
+            if idx >= last:
+                return
+    except av.error.FFmpegError as e:
+        raise VideoError(f"{uri}: decoding failed near frame {max(last_seen, first)} ({e})") from e
+
+
+def _pick_frames(container: av.container.InputContainer, indices: list[int], fps: float, uri: str) -> list[np.ndarray]:
+    wanted = sorted(set(indices))
+    got = {idx: frame.to_ndarray(format="rgb24")
+           for idx, frame in decode_range(container, wanted[0], wanted[-1], fps, uri) if idx in wanted}
+    missing = [i for i in wanted if i not in got]
+    if missing:
+        raise VideoError(f"{uri}: frames {missing[:5]}{'...' if len(missing) > 5 else ''} did not decode")
+    return [got[i] for i in indices]
+
+
+def read_frames(store: Store, uri: str, indices: list[int], fps: float) -> list[np.ndarray]:
+    """RGB uint8 frames at the given decode-order indices (sorted ascending)."""
+    with open_video(store, uri) as container:
+        return _pick_frames(container, indices, fps, uri)
+
+
+def read_frames_from_bytes(data: bytes, indices: list[int], fps: float, label: str) -> list[np.ndarray]:
+    """Like `read_frames`, from a video held in memory (indices count from its first frame)."""
+    with open_container(io.BytesIO(data), label) as container:
+        return _pick_frames(container, indices, fps, label)

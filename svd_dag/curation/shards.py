@@ -31,9 +31,8 @@ from av.video.reformatter import VideoReformatter
 
 from svd_dag.curation.annotate import clip_ref
 from svd_dag.curation.executor import Outcome
-from svd_dag.curation.media import VideoError, open_video, scaled_size
+from svd_dag.curation.media import VideoError, decode_range, open_video, read_frames_from_bytes, scaled_size
 from svd_dag.storage import Store
-from svd_dag.training.clip_reader import decode_range, read_frames_from_bytes
 
 CODEC, PIX_FMT = "libx264", "yuv420p"
 # Bump when a change here alters the encoded bytes (cut points, scaling, codec options). The

@@ -22,10 +22,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from svd_dag.curation.media import VideoError
+from svd_dag.curation.media import VideoError, read_frames
 from svd_dag.curation.shards import read_clip_frames
 from svd_dag.storage import Store
-from svd_dag.training.clip_reader import effective_fps, frame_indices, read_frames, resize_center_crop
+from svd_dag.training.clip_reader import effective_fps, frame_indices, resize_center_crop
 
 log = logging.getLogger(__name__)
 
