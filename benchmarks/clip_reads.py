@@ -9,7 +9,9 @@ missing) it cuts N evenly spaced 2-second clips, shards them with the same code 
 (a) by reference: seek in the 5-minute raw video, decode from the keyframe before the clip;
 (b) from the shards: one ranged read of the clip's mp4 member, decode in memory.
 It prints the one-off transcode cost, bytes, and per-item read time with (b)/(a).
-Variants run round-robin; medians of R rounds.
+Variants run round-robin; medians of R rounds. With `--s3` the raw video and the shards
+live on a local S3 server (moto on 127.0.0.1, as the tests use): every read goes through
+s3fs, so the request pattern counts, but loopback hides real network latency.
 """
 
 from __future__ import annotations
@@ -55,6 +57,22 @@ def time_reads(dataset: ClipDataset) -> float:
     return (time.perf_counter() - start) / len(dataset)
 
 
+def start_s3() -> object:
+    """moto's S3 server on a free loopback port; the AWS variables point at it."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
+                      SVD_DAG_S3_ENDPOINT_URL=f"http://127.0.0.1:{port}")
+    return server
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=60)
@@ -63,19 +81,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=14, help="frames per item (stage II full: 14)")
     ap.add_argument("--fps", type=float, default=7.0, help="target fps of the sampled frames")
     ap.add_argument("--size", default="256x384", help="HxW the items are resized/cropped to")
+    ap.add_argument("--s3", action="store_true", help="raw video and shards on a loopback S3 server (moto)")
     args = ap.parse_args(argv)
 
     import pyarrow as pa
     from curation import build_test_video
 
     video = build_test_video(30)
-    clips = clips_of(video, args.clips)
+    raw_root, video_uri = str(video.parent), str(video)
+    server = start_s3() if args.s3 else None
+    if server is not None:
+        raw = Store("s3://bench-raw/videos")
+        raw.fs.mkdir("bench-raw")
+        Store("s3://bench-out").fs.mkdir("bench-out")
+        raw_root, video_uri = raw.root, raw.write_bytes(video.name, video.read_bytes())
+    clips = [{**c, "video_uri": video_uri} for c in clips_of(video, args.clips)]
     height, width = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(tmp)
+        store = Store("s3://bench-out/run" if server is not None else tmp)
         settings = EncodeSettings(max_height=args.max_height).validate()
         start = time.perf_counter()
-        run = shard_clips(store, clips, settings, settings.key(), serial_map, str(video.parent))
+        run = shard_clips(store, clips, settings, settings.key(), serial_map, raw_root)
         transcode_s = time.perf_counter() - start
         assert not run.failures, run.failures
         index = shard_index(pa.Table.from_pylist(clips), run.rows).to_pylist()
@@ -90,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         shard_bytes = sum(s["bytes"] for s in run.shards)
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; python {platform.python_version()}")
+    if server is not None:
+        server.stop()
+    print(f"storage: {'s3:// on a loopback moto server' if server is not None else 'local disk'}")
     print(f"source: {video.name} (640x272, 7,500 frames, {video.stat().st_size / 2**20:.1f} MB); {args.clips} clips of "
           f"{CLIP_FRAMES} frames; items: {args.frames} frames at {args.fps:g} fps -> {height}x{width}")
     print(f"transcode once: {transcode_s:.1f} s ({transcode_s / args.clips * 1000:.0f} ms/clip), "
