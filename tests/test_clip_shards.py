@@ -109,6 +109,13 @@ def test_each_member_holds_the_clips_frames_where_the_catalog_says(world):
             assert abs(float(stream.average_rate) - r["shard_fps"]) < 1e-3
 
 
+def test_bad_encode_settings_are_refused_before_any_clip_is_cut():
+    for bad, why in (({"preset": "warp"}, "preset must be one of"), ({"crf": 60}, "crf must be in"),
+                     ({"max_height": 1}, "max_height must be")):
+        with pytest.raises(ValueError, match=why):
+            EncodeSettings(**bad).validate()
+
+
 def test_output_size_fits_max_height_and_never_upscales():
     assert output_size(1280, 720, 576) == (1024, 576)
     assert output_size(640, 272, 96) == (226, 96)

@@ -115,8 +115,8 @@ class ZScoreDetector:
         self._last_cut = -self.min_gap
         self._run: list[FrameTimecode] = []  # the frames of the transition under way
 
-    def process_frame(self, timecode: FrameTimecode, hsv: np.ndarray) -> list[FrameTimecode]:
-        hist = hsv_histogram(hsv)
+    def process_frame(self, timecode: FrameTimecode, hist: np.ndarray) -> list[FrameTimecode]:
+        """`hist`: the frame's `hsv_histogram`, which the cascade computes once per frame."""
         last, self._last_hist = self._last_hist, hist
         if last is None:
             return []
@@ -142,9 +142,6 @@ class ZScoreDetector:
 
     def post_process(self, timecode: FrameTimecode) -> list[FrameTimecode]:
         return self._end_run()
-
-
-HSV_DETECTORS = (HsvContentDetector, ZScoreDetector)  # fed the cascade's shared HSV frame
 
 
 def _make_detector(p: PassConfig, min_scene_len_s: float, pass_fps: float):
@@ -176,12 +173,15 @@ class CascadeDetector:
     def push(self, index: int, bgr_small: np.ndarray) -> None:
         self.last_index = index
         hsv = cv2.cvtColor(bgr_small, cv2.COLOR_BGR2HSV)
-        self.hists.append(hsv_histogram(hsv))
+        hist = hsv_histogram(hsv)
+        self.hists.append(hist)
         tc = None
         for i, (det, step) in enumerate(zip(self.detectors, self.steps)):
             if index % step == 0:
                 tc = tc or FrameTimecode(index, fps=self.fps)
-                frame = hsv if isinstance(det, HSV_DETECTORS) else bgr_small
+                # One HSV conversion and one histogram per frame, shared by every pass that needs them.
+                frame = hsv if isinstance(det, HsvContentDetector) else hist if isinstance(det, ZScoreDetector) \
+                    else bgr_small
                 self.raw_cuts[i].extend(c.frame_num for c in det.process_frame(tc, frame))
 
     def finish(self) -> list[Boundary]:

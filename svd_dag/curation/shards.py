@@ -39,6 +39,7 @@ CODEC, PIX_FMT = "libx264", "yuv420p"
 # encode key hashes this, not the source: re-transcoding a whole corpus because a comment
 # changed would cost days of compute on a real dataset.
 ENCODING_VERSION = 1
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
 CLIPS_PER_TASK = 4  # clips of one video per unit of executor work
 TASKS_PER_BATCH = 16  # bounds the encoded bytes held in memory before they are packed
 
@@ -68,6 +69,8 @@ class EncodeSettings:
             raise ValueError(f"max_height must be >= 2, got {self.max_height}")
         if not 0 <= self.crf <= 51:
             raise ValueError(f"crf must be in [0, 51] (libx264), got {self.crf}")
+        if self.preset not in X264_PRESETS:  # caught here, not as one quarantined clip per kept clip
+            raise ValueError(f"preset must be one of {X264_PRESETS}, got {self.preset!r}")
         return self
 
     def key(self) -> str:
