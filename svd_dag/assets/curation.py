@@ -167,12 +167,14 @@ def clips(
     todo = [v for sha, v in videos.items() if sha not in done]
     context.log.info(f"{len(videos)} videos: {len(done & set(videos))} already scanned with these settings, {len(todo)} to decode")
 
+    executor = video_executor.executor()
+    threads = executor.threads_per_item(len(todo))
     tasks = [
         ClipPassTask(v["uri"], v["sha256"], raw_storage.uri, storage.uri, cascade, sampling, config.min_clip_s, key,
-                     raw_storage.options(), storage.options())
+                     raw_storage.options(), storage.options(), threads)
         for v in todo
     ]
-    outcomes = video_executor.executor().map(process_video, tasks)
+    outcomes = executor.map(process_video, tasks)
     new_rows, scans, failed = [], [], []
     for o in outcomes:
         if o.ok:
@@ -281,34 +283,39 @@ def _finish_annotation(
 
 def _annotate_frames(
     context, cat: Catalog, storage: StorageResource, table: str, annotator: str, model_version: str,
-    weights: str, which: str, score: Callable[[dict, list], dict], extra: dict | None = None,
+    weights: str, which: str, score: Callable[[dict, list], dict], extra: dict | None = None, workers: int = 1,
 ) -> dg.MaterializeResult:
     from svd_dag.curation.annotate import annotate
 
     pending, total = _current_clips(cat, table, model_version)
-    run = annotate(storage.store(), pending, which, score, annotator, model_version, weights)
+    run = annotate(storage.store(), pending, which, score, annotator, model_version, weights, workers=workers)
     return _finish_annotation(context, cat, table, annotator, model_version, weights, run.rows, run.failures, total, extra)
 
 
 class MotionConfig(dg.Config):
-    flow_width: int = Field(default=320, description="flow is computed on frames resized to this width")
+    flow_width: int = Field(default=256, description="flow is computed on frames resized to this width; scores are "
+                                                     "px of a 320-px-wide frame whatever it is")
+    workers: int = Field(default=0, description="threads computing flow, one clip each (0: one per CPU)")
 
 
 @dg.asset(group_name=GROUP, deps=[clips], code_version=source_version("curation/motion.py", "curation/annotate.py"), kinds={"duckdb", "opencv"})
 def motion_scores(context: dg.AssetExecutionContext, config: MotionConfig, storage: StorageResource, catalog: CatalogResource) -> dg.MaterializeResult:
     """Motion per clip: Farneback dense optical flow between consecutive 2-fps samples, mean
     magnitude over all pixels and pairs (SVD's static-scene filter), computed at
-    `flow_width` pixels wide; magnitudes are pixels at that width per 0.5 s. Also the mean
+    `flow_width` pixels wide; magnitudes are pixels of a 320-px-wide frame per 0.5 s at any
+    flow width (so thresholds and motion buckets keep their meaning). Also the mean
     flow direction and divergence, from which camera-motion labels are derived.
     """
-    from svd_dag.curation.motion import FARNEBACK, clip_motion
+    from svd_dag.curation.motion import FARNEBACK, MOTION_UNIT_WIDTH, clip_motion
 
-    version = f"farneback-{_digest([FARNEBACK, config.flow_width])[:8]}@{config.flow_width}px"
+    version = f"farneback-{_digest([FARNEBACK, config.flow_width])[:8]}@{config.flow_width}px-u{MOTION_UNIT_WIDTH}"
     return _annotate_frames(
         context, catalog.catalog(), storage, "motion_scores", "farneback", version, "n/a", "all",
         lambda clip, frames: clip_motion(frames, config.flow_width),
-        extra={"flow_resolution": f"{config.flow_width} px wide, aspect kept; pairs 0.5 s apart (2 fps)",
+        extra={"flow_resolution": f"{config.flow_width} px wide, aspect kept; pairs 0.5 s apart (2 fps); "
+                                  f"magnitudes in px of a {MOTION_UNIT_WIDTH}-px-wide frame",
                "farneback": dg.MetadataValue.json(FARNEBACK)},
+        workers=config.workers,
     )
 
 
@@ -588,6 +595,8 @@ class LvdFConfig(dg.Config):
     eval_split_by: str = Field(default="clip", description="clip: hash each clip_id | video: hash the video's sha256, "
                                                            "so a held-out video has no clip in training (use it once "
                                                            "there are enough videos for ~eval_fraction of them)")
+    eval_seed: str = Field(default="eval", description="salt of the split's hash: another value draws another "
+                                                       "held-out set of the same size, stably")
     use_ablation_recommendations: bool = Field(
         default=False, description="replace the fractions above by the levels filter_ablation_report recommends "
                                    "(criteria it has no recommendation for keep the configured fraction)")
@@ -630,13 +639,14 @@ def lvd_f(context: dg.AssetExecutionContext, config: LvdFConfig, storage: Storag
         result = percentile_filter(con, fractions, absolute_max_text_area=config.text_max_area)
     thresholds = {"remove_fractions": fractions, "text_max_area": config.text_max_area,
                   "from_ablation": {c: f"{r['level']}% ({r['rater_kind']} votes)" for c, r in adopted.items()},
-                  "eval_fraction": config.eval_fraction, "eval_split_by": config.eval_split_by}
+                  "eval_fraction": config.eval_fraction, "eval_split_by": config.eval_split_by,
+                  "eval_seed": config.eval_seed}
     if config.eval_split_by not in ("clip", "video"):
         raise ValueError(f"eval_split_by must be clip or video, got {config.eval_split_by!r}")
     groups = None if config.eval_split_by == "clip" else {
         r["clip_id"]: r["video_sha256"] for r in cat.rows("SELECT clip_id, video_sha256 FROM annotations "
                                                           "WHERE clip_id IN (SELECT unnest(?))", [result.kept_ids])}
-    train_ids, eval_ids = split_eval(result.kept_ids, config.eval_fraction, groups)
+    train_ids, eval_ids = split_eval(result.kept_ids, config.eval_fraction, groups, seed=config.eval_seed)
     version = dataset_version(train_ids, fractions, {"text_max_area": config.text_max_area, "eval": sorted(eval_ids)})
     weights = weights_label(cat)
     select = f"SELECT {MANIFEST_COLUMNS}, ? AS dataset_version FROM annotations WHERE clip_id IN (SELECT unnest(?)) ORDER BY clip_id"

@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import os
-import re
 from typing import Optional
 
 import dagster as dg
@@ -191,10 +190,8 @@ def camera_motion_labels(context: dg.AssetExecutionContext, config: CameraLabelC
     from svd_dag.curation.camera_motion import LABELS, OTHER, CameraRule, camera_label
 
     cat = catalog.catalog()
-    versions = cat.rows("SELECT model_version FROM annotator_versions WHERE annotator = 'farneback'")
-    match = re.search(r"@(\d+)px", versions[0]["model_version"]) if versions else None
     rule = CameraRule(config.static_max_px, config.zoom_min_px, config.pan_min_px, config.pan_axis_ratio,
-                      config.pan_coherence, int(match.group(1)) if match else 320).validate()
+                      config.pan_coherence).validate()
     clips = cat.rows("SELECT clip_id, motion_score, mean_dx, mean_dy, divergence FROM annotations")
     rows = [{**c, "label": camera_label(c["motion_score"], c["mean_dx"], c["mean_dy"], c["divergence"], rule),
              "rule": rule.describe()} for c in clips]

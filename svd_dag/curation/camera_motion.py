@@ -2,7 +2,7 @@
 
 Inputs are a clip's motion descriptors from `svd_dag.curation.motion` (no model re-runs):
 mean flow magnitude `motion_score`, mean displacement (`mean_dx`, `mean_dy`) and mean
-divergence, all at `FLOW_WIDTH` (320) px wide per 0.5 s sample interval. The rule, in order:
+divergence, displacements in px of a `MOTION_UNIT_WIDTH` (320) px wide frame per 0.5 s. The rule, in order:
 
 1. static  : motion_score < static_max_px                      (almost nothing moves)
 2. zoom    : radial displacement at the frame's half-width, |divergence| / 2 * W/2,
@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from svd_dag.curation.motion import FLOW_WIDTH
+from svd_dag.curation.motion import MOTION_UNIT_WIDTH
 
 LABELS = ("static", "horizontal_pan", "zoom")  # the three camera adapters; "other" gets none
 OTHER = "other"
@@ -35,7 +35,7 @@ class CameraRule:
     pan_min_px: float = 1.0
     pan_axis_ratio: float = 2.0
     pan_coherence: float = 0.5
-    flow_width: int = FLOW_WIDTH
+    flow_width: int = MOTION_UNIT_WIDTH  # the frame width the px thresholds refer to
 
     def validate(self) -> "CameraRule":
         for name, value in asdict(self).items():

@@ -32,6 +32,7 @@ class ClipPassTask:
     scan_key: str
     raw_options: dict = dataclasses.field(default_factory=dict)
     storage_options: dict = dataclasses.field(default_factory=dict)
+    threads: int = 0  # this video's CPU budget (0: all of the worker's); never changes the result
 
 
 def scan_key(cascade: CascadeConfig, sampling: SampleConfig, min_clip_s: float, code_version: str) -> str:
@@ -52,7 +53,7 @@ def cascade_from_dicts(passes: list[dict[str, Any]], **kwargs: Any) -> CascadeCo
 
 def process_video(task: ClipPassTask) -> dict[str, Any]:
     raw, out = Store(task.raw_root, task.raw_options), Store(task.storage_root, task.storage_options)
-    scan = scan_video(raw, task.uri, task.cascade, task.sampling)
+    scan = scan_video(raw, task.uri, task.cascade, task.sampling, task.threads)
     clips, dropped = clips_from_boundaries(scan, task.sha256, task.uri, task.min_clip_s)
     if not clips:
         raise VideoError(

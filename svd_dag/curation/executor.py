@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
 from svd_dag.curation.media import VideoError
+from svd_dag.curation.threads import available_cpus
 
 
 @dataclass
@@ -41,12 +42,20 @@ def _run_one(fn: Callable[[Any], Any], item: Any) -> Outcome:
 class VideoExecutor(Protocol):
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Outcome]: ...
 
+    def threads_per_item(self, n_items: int) -> int:
+        """CPUs each item may use when `n_items` run through `map` (its decode threads)."""
+        ...
+
 
 class LocalProcessExecutor:
     """A spawn-context process pool (no fork: the parent may hold threads and torch)."""
 
     def __init__(self, max_workers: int = 0):
-        self.max_workers = max_workers if max_workers > 0 else (os.cpu_count() or 1)
+        self.max_workers = max_workers if max_workers > 0 else available_cpus()
+
+    def threads_per_item(self, n_items: int) -> int:
+        # The CPUs are shared by the workers running at once: one video alone gets them all.
+        return max(1, available_cpus() // max(1, min(self.max_workers, n_items)))
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Outcome]:
         workers = min(self.max_workers, len(items))

@@ -115,22 +115,24 @@ def dataset_version(kept_ids: list[str], fractions: dict[str, float], extra: dic
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def split_eval(clip_ids: list[str], fraction: float, groups: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
+def split_eval(clip_ids: list[str], fraction: float, groups: dict[str, str] | None = None,
+               seed: str = "eval") -> tuple[list[str], list[str]]:
     """(train, eval): a clip is held out for evaluation when the hash of its group (its video's
     sha256 when `groups` maps clip -> video, else its own id) falls in the bottom `fraction`,
     so the split is stable across versions (a clip never changes side while it stays in the
     dataset). With groups, every clip of a held-out video is held out: no shot of an eval
-    video trains. Without, other clips of the same video may be in training."""
+    video trains. Without, other clips of the same video may be in training. `seed` salts
+    the hash: another seed draws another held-out set, as stable as the first."""
     if not 0 <= fraction < 1:
         raise ValueError(f"eval_fraction must be in [0, 1), got {fraction}")
     cut = int(fraction * 2**32)
     key = (lambda c: groups[c]) if groups is not None else (lambda c: c)
-    held = {c for c in clip_ids if _eval_hash(key(c)) < cut}
+    held = {c for c in clip_ids if _eval_hash(key(c), seed) < cut}
     return [c for c in clip_ids if c not in held], [c for c in clip_ids if c in held]
 
 
-def _eval_hash(item_id: str) -> int:
-    return int(hashlib.sha256(f"eval:{item_id}".encode()).hexdigest()[:8], 16)
+def _eval_hash(item_id: str, seed: str = "eval") -> int:
+    return int(hashlib.sha256(f"{seed}:{item_id}".encode()).hexdigest()[:8], 16)
 
 
 def split_eval_at_least_one(ids: list[str], fraction: float) -> tuple[list[str], list[str]]:

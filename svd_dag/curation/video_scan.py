@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from svd_dag.curation.cuts import Boundary, CascadeConfig, CascadeDetector
 from svd_dag.curation.media import VideoError, VideoInfo, open_video, probe, scaled_size
+from svd_dag.curation.threads import available_cpus, opencv_threads, read_ahead
 from svd_dag.storage import Store
 
 # A header may legitimately over-count by a few frames (edit lists, B-frame delay).
@@ -66,13 +67,34 @@ def sample_indices(fps: float, sample_fps: float, n_frames_hint: int | None = No
         k += 1
 
 
-def scan_video(store: Store, uri: str, cascade: CascadeConfig, sampling: SampleConfig) -> VideoScan:
-    """Decode `uri` once; raise VideoError (with the file and reason) if it is unusable."""
+# Above this many pixels a frame costs more to decode than to analyse (the analysis works on
+# 256-wide copies), so the decoder gets the whole budget; at or below it, one CPU is kept
+# for the analysis. Measured on 2 CPUs (docs/performance.md): 640x272 scans fastest with a
+# 1-thread decoder, 960x408 and larger with 2 decoder threads.
+SMALL_FRAME_PIXELS = 640 * 480
+
+
+def decoder_threads(threads: int, width: int, height: int) -> int:
+    """FFmpeg decode threads for a video of this size under a budget of `threads` CPUs."""
+    if width * height > SMALL_FRAME_PIXELS:
+        return max(1, threads)
+    return max(1, threads - 1)
+
+
+def scan_video(store: Store, uri: str, cascade: CascadeConfig, sampling: SampleConfig, threads: int = 0) -> VideoScan:
+    """Decode `uri` once; raise VideoError (with the file and reason) if it is unusable.
+
+    `threads` is this video's CPU budget (0: every CPU the process may use). The decoder
+    runs in a thread of its own, ahead of the analysis in the calling thread, so the two
+    overlap instead of taking turns; `decoder_threads` splits the budget between them.
+    """
     sampling.validate()
+    threads = threads if threads > 0 else available_cpus()
     with open_video(store, uri) as container:
         info = probe(container, uri)
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = decoder_threads(threads, info.width, info.height)
         dw, dh = scaled_size(info.width, info.height, cascade.detect_width)
         sw, sh = scaled_size(info.width, info.height, sampling.sample_width)
         detector = CascadeDetector(cascade, info.fps)
@@ -85,32 +107,38 @@ def scan_video(store: Store, uri: str, cascade: CascadeConfig, sampling: SampleC
         rows: dict[str, list] = {k: [] for k in SAMPLES_SCHEMA.names}
         index = -1
         try:
-            for frame in container.decode(stream):
-                index += 1
-                small = to_small.reformat(frame, width=dw, height=dh, format="bgr24", threads=1).to_ndarray()
-                detector.push(index, small)
-                if index == next_sample:
-                    big = to_sample.reformat(frame, width=sw, height=sh, format="bgr24", threads=1).to_ndarray()
-                    ok, jpg = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, sampling.jpeg_quality])
-                    if not ok:
-                        raise VideoError(f"{uri}: could not encode sample frame {index}")
-                    for key, value in zip(
-                        SAMPLES_SCHEMA.names, (index, index / info.fps, sw, sh, jpg.tobytes())
-                    ):
-                        rows[key].append(value)
-                    next_sample = next(grid)
+            with opencv_threads(1), read_ahead(lambda: container.decode(stream)) as frames:
+                for frame in frames:
+                    index += 1
+                    small = to_small.reformat(frame, width=dw, height=dh, format="bgr24", threads=1).to_ndarray()
+                    detector.push(index, small)
+                    if index == next_sample:
+                        big = to_sample.reformat(frame, width=sw, height=sh, format="bgr24", threads=1).to_ndarray()
+                        ok, jpg = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, sampling.jpeg_quality])
+                        if not ok:
+                            raise VideoError(f"{uri}: could not encode sample frame {index}")
+                        for key, value in zip(
+                            SAMPLES_SCHEMA.names, (index, index / info.fps, sw, sh, jpg.tobytes())
+                        ):
+                            rows[key].append(value)
+                        next_sample = next(grid)
         except av.error.FFmpegError as e:
-            raise VideoError(
-                f"{uri}: decoding failed after {index + 1} frames ({getattr(e, 'strerror', None) or e})"
-            ) from e
+            # Whether a damaged stream raises or just ends early depends on FFmpeg's thread
+            # count; the reason given is the same either way when the header says more frames.
+            decode_error = e
+        else:
+            decode_error = None
     decoded = index + 1
+    cause = f": {getattr(decode_error, 'strerror', None) or decode_error}" if decode_error else ""
     if decoded == 0:
-        raise VideoError(f"{uri}: no frame decodes (corrupt or truncated stream)")
+        raise VideoError(f"{uri}: no frame decodes (corrupt or truncated stream{cause})") from decode_error
     if info.frame_count and decoded < info.frame_count - max(HEADER_SLACK_FRAMES, HEADER_SLACK_FRACTION * info.frame_count):
         raise VideoError(
             f"{uri}: the container header says {info.frame_count} frames but only {decoded} decode "
-            "(truncated file or corrupt metadata)"
-        )
+            f"(truncated file or corrupt metadata{cause})"
+        ) from decode_error
+    if decode_error is not None:
+        raise VideoError(f"{uri}: decoding failed after {decoded} frames{cause}") from decode_error
     return VideoScan(
         info=info,
         frames_decoded=decoded,
