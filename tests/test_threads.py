@@ -16,7 +16,7 @@ from svd_dag.curation.cuts import CascadeConfig
 from svd_dag.curation.executor import LocalProcessExecutor
 from svd_dag.curation.motion import clip_motion
 from svd_dag.curation.threads import available_cpus, opencv_threads, read_ahead
-from svd_dag.curation.video_scan import SampleConfig, scan_video
+from svd_dag.curation.video_scan import SampleConfig, decoder_threads, scan_video
 from svd_dag.storage import Store
 
 
@@ -48,10 +48,16 @@ def test_leaving_read_ahead_early_stops_and_joins_the_producer():
             yield i
             i += 1
 
-    before = threading.active_count()
-    with read_ahead(endless, batch=4, depth=2) as items:
-        assert next(items) == 0
-    assert threading.active_count() == before  # joined, not left running
+    def take_one_and_leave():
+        with read_ahead(endless, batch=4, depth=2) as items:
+            assert next(items) == 0
+
+    # In a thread of its own, so that a producer that never stops fails the test instead of hanging it.
+    consumer = threading.Thread(target=take_one_and_leave, daemon=True)
+    consumer.start()
+    consumer.join(timeout=10)
+    assert not consumer.is_alive(), "leaving read_ahead did not stop the producer"
+    assert not [t for t in threading.enumerate() if t.name == "read-ahead"]  # joined, not left running
     assert len(produced) <= 4 * (2 + 2)  # what fits in the queue plus the batch in hand, not endless
 
 
@@ -70,6 +76,20 @@ def test_one_video_gets_every_cpu_and_a_batch_shares_them():
     assert executor.threads_per_item(1) == cpus
     assert executor.threads_per_item(1000) == 1
     assert LocalProcessExecutor(max_workers=1).threads_per_item(50) == cpus
+
+
+def test_small_frames_keep_a_cpu_for_the_analysis_and_large_ones_give_all_to_the_decoder():
+    assert decoder_threads(2, 640, 272) == 1
+    assert decoder_threads(8, 640, 480) == 7
+    assert decoder_threads(2, 1920, 816) == 2
+    assert decoder_threads(1, 640, 272) == decoder_threads(1, 1920, 816) == 1
+
+
+def test_the_motion_asset_default_is_the_flow_width_the_domain_code_documents():
+    from svd_dag.assets.curation import MotionConfig
+    from svd_dag.curation.motion import FLOW_WIDTH
+
+    assert MotionConfig().flow_width == FLOW_WIDTH
 
 
 def test_scan_is_the_same_for_any_thread_budget(samples_dir):
