@@ -85,21 +85,25 @@ def test_wrong_config_is_a_clear_error(cfg, message):
         cfg.validate()
 
 
-def test_hsv_content_detector_scores_exactly_like_pyscenedetects(bikes_path):
+def test_content_score_is_pyscenedetects_and_the_detector_decides_on_it(bikes_path):
     import av
     import cv2
     from scenedetect import ContentDetector, FrameTimecode
 
-    from svd_dag.curation.cuts import HsvContentDetector
+    from svd_dag.curation.cuts import HsvContentDetector, content_score
 
     with av.open(bikes_path) as c:
         frames = [f.to_ndarray(format="bgr24") for _, f in zip(range(40), c.decode(video=0))]
     ours, theirs = HsvContentDetector(27.0, 0.5), ContentDetector(threshold=27.0, min_scene_len=0.5)
-    for i, bgr in enumerate(frames[25:35]):  # spans the hard cut at frame 30
+    hsv = [cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV) for bgr in frames]
+    cuts_ours, cuts_theirs = [], []
+    for i in range(10, 36):  # spans the hard cut at frame 30
         tc = FrameTimecode(i, fps=25.0)
-        expected = theirs._calculate_frame_score(tc, bgr)
-        got = ours._calculate_frame_score(tc, cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV))
-        assert got == pytest.approx(expected, rel=1e-9, abs=1e-9)
+        cuts_theirs += theirs.process_frame(tc, frames[i])
+        score = 0.0 if i == 10 else content_score(hsv[i], hsv[i - 1])
+        assert score == pytest.approx(theirs._frame_score, rel=1e-9, abs=1e-9)
+        cuts_ours += ours.process_frame(tc, score)
+    assert [c.frame_num for c in cuts_ours] == [c.frame_num for c in cuts_theirs] == [30]
 
 
 KOALA = PassConfig("koala", None, 3.0, "zscore")

@@ -138,7 +138,7 @@ def test_eval_split_by_video_holds_out_whole_videos(world):
 
 
 def test_blocking_check_fails_lvd_f_when_nothing_is_kept(world):
-    """Runs last in this module: it leaves an empty lvd_f behind."""
+    """Runs after the tests that read the world's state: it leaves an empty lvd_f behind."""
     defs = build_defs(world["settings"])
     result = defs.resolve_job_def("recuration").execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
@@ -149,3 +149,28 @@ def test_blocking_check_fails_lvd_f_when_nothing_is_kept(world):
     assert not result.success
     [evaluation] = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert evaluation.check_name == "keeps_clips" and not evaluation.passed
+
+
+def test_new_sample_settings_rescore_frames_but_a_cascade_change_alone_does_not(world):
+    """Scores follow the frames they were computed on: new sample settings recompute them;
+    a cascade change that moves no clip boundary rescans but reuses every score. Runs after
+    the tests that read the world's state (it leaves clips at other settings)."""
+    job = build_defs(world["settings"]).resolve_job_def("recuration")
+    instance = dg.DagsterInstance.ephemeral()
+    selection = [dg.AssetKey("clips"), dg.AssetKey("motion_scores")]
+    same_flow = {"motion_scores": {"config": {"flow_width": 192}}}  # the model of the world's last run
+
+    narrower = _metadata(job.execute_in_process(instance=instance, asset_selection=selection, run_config={
+        "ops": {"clips": {"config": {"sample_width": 448}}, **same_flow}}))
+    assert narrower["clips"]["videos_decoded_this_run"] == 3
+    assert narrower["clips"]["samples"] == "2fps-448w-q95"
+    assert narrower["motion_scores"]["scored_this_run"] == 8
+    assert narrower["motion_scores"]["model_version"].endswith("@samples=2fps-448w-q95")
+    assert world["meta"][2]["motion_scores"]["model_version"].endswith("@samples=2fps-512w-q95")
+
+    stricter = _metadata(job.execute_in_process(instance=instance, asset_selection=selection, run_config={
+        "ops": {"clips": {"config": {"sample_width": 448, "confirm_hist_distance": 0.31}}, **same_flow}}))
+    assert stricter["clips"]["videos_decoded_this_run"] == 3
+    assert stricter["clips"]["scan_key"] != narrower["clips"]["scan_key"]
+    assert stricter["clips"]["dagster/row_count"] == 8
+    assert stricter["motion_scores"]["scored_this_run"] == 0

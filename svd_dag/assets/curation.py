@@ -180,7 +180,8 @@ def clips(
         if o.ok:
             new_rows += o.value["clips"]
             scans.append({"video_sha256": o.item.sha256, "uri": o.item.uri, "scan_key": key,
-                          "frames_decoded": o.value["frames_decoded"], "dropped_short": o.value["dropped_short"],
+                          "frames_decoded": o.value["frames_decoded"], "decode_segments": o.value["decode_segments"],
+                          "dropped_short": o.value["dropped_short"],
                           "boundaries": json.dumps(o.value["boundaries"]), "samples_uri": o.value["samples_uri"],
                           "scanned_at": _now()})
         else:
@@ -222,6 +223,7 @@ def clips(
             "hours": round(sum(c["duration_s"] for c in current) / 3600, 4),
             "boundaries_by_pass": dg.MetadataValue.json(pass_counts),
             "scan_key": key,
+            "samples": sampling.label(),
             "samples_root": uri_metadata(out_store.uri("samples")),
             "catalog_table": f"{cat.path}::clips",
         },
@@ -229,6 +231,20 @@ def clips(
 
 
 # ---------------------------------------------------------------- annotators
+
+def _on_current_samples(cat: Catalog, model_version: str) -> str:
+    """A frame annotator's version on the clips' current samples: `<model>@samples=<label>`.
+
+    Scores depend on the frames they were computed on as much as on the model, so a change
+    of the sampling settings (fps, width, JPEG quality) recomputes them; a change of the cut
+    cascade alone keeps the scores of every clip whose frame range did not move. All current
+    clips come from one scan of the `clips` asset, so they share one label.
+    """
+    labels = sorted({r.get("samples") or "unrecorded" for r in cat.rows("SELECT * FROM clips")}) if "clips" in cat.tables() else []
+    if len(labels) > 1:
+        raise RuntimeError(f"clips come from {len(labels)} sample settings ({', '.join(labels)}): materialize clips first")
+    return f"{model_version}@samples={labels[0] if labels else 'none'}"
+
 
 def _current_clips(cat: Catalog, table: str, model_version: str) -> tuple[list[dict], int]:
     """Clips still lacking a row from this model version (annotate once), and the total."""
@@ -287,6 +303,7 @@ def _annotate_frames(
 ) -> dg.MaterializeResult:
     from svd_dag.curation.annotate import annotate
 
+    model_version = _on_current_samples(cat, model_version)
     pending, total = _current_clips(cat, table, model_version)
     run = annotate(storage.store(), pending, which, score, annotator, model_version, weights, workers=workers)
     return _finish_annotation(context, cat, table, annotator, model_version, weights, run.rows, run.failures, total, extra)
@@ -451,6 +468,7 @@ def captions(
     captioners = build_captioners(model_store.model_store(), config.coca_arch, coca_max_tokens=config.coca_max_tokens)
     ready = [c for c in captioners if c.status == "ok"]
     version = "+".join(f"{c.name}={c.version}" for c in ready) + "@" + _digest([getattr(c, "params", None) for c in ready])[:8]
+    version = _on_current_samples(cat, version)
     weights = _combine_weights(*[c.weights or "" for c in ready])
 
     def score(clip: dict, frames: list) -> dict:

@@ -63,11 +63,12 @@ def process_video(task: ClipPassTask) -> dict[str, Any]:
         )
     samples_uri = out.write_bytes(f"samples/{task.sha256}/{task.scan_key}.parquet", samples_to_parquet(scan.samples))
     for c in clips:
-        c.update(samples_uri=samples_uri, scan_key=task.scan_key)
+        c.update(samples_uri=samples_uri, samples=task.sampling.label(), scan_key=task.scan_key)
     return {
         "clips": clips,
         "dropped_short": dropped,
         "frames_decoded": scan.frames_decoded,
+        "decode_segments": scan.segments,
         "boundaries": [{"frame": b.frame, "passes": b.passes} for b in scan.boundaries],
         "samples_uri": samples_uri,
     }

@@ -71,24 +71,21 @@ class Boundary:
 
 
 class HsvContentDetector(ContentDetector):
-    """PySceneDetect's ContentDetector fed frames already in HSV.
+    """PySceneDetect's ContentDetector fed each frame's score instead of the frame.
 
-    The cascade converts each frame to HSV once and shares it between its passes and the
-    confirmation histogram. With ContentDetector's default weights (hue, saturation,
-    luma 1, edges 0) its score is the mean absolute HSV difference over the three
-    channels, which `cv2.norm(L1)` computes in one call; thresholds, the flash filter and
-    min_scene_len stay PySceneDetect's.
+    The cascade converts each frame to HSV once, where it is decoded, and scores it against
+    the frame the pass saw before (`content_score`). With ContentDetector's default weights
+    (hue, saturation, luma 1, edges 0) its score is the mean absolute HSV difference over
+    the three channels, which `cv2.norm(L1)` computes in one call; thresholds, the flash
+    filter and min_scene_len stay PySceneDetect's.
     """
 
-    def __init__(self, threshold: float, min_scene_len: float):
-        super().__init__(threshold=threshold, min_scene_len=min_scene_len)
-        self._last_hsv: np.ndarray | None = None
+    def _calculate_frame_score(self, timecode: FrameTimecode, frame_score: float) -> float:
+        return frame_score
 
-    def _calculate_frame_score(self, timecode: FrameTimecode, frame_img: np.ndarray) -> float:
-        last, self._last_hsv = self._last_hsv, frame_img
-        if last is None:
-            return 0.0
-        return float(cv2.norm(frame_img, last, cv2.NORM_L1)) / frame_img.size
+
+def content_score(hsv: np.ndarray, last_hsv: np.ndarray) -> float:
+    return float(cv2.norm(hsv, last_hsv, cv2.NORM_L1)) / hsv.size
 
 
 class ZScoreDetector:
@@ -157,8 +154,65 @@ def hsv_histogram(hsv: np.ndarray) -> np.ndarray:
     return (h / max(h.sum(), 1.0)).astype(np.float32)
 
 
+@dataclass
+class FrameFeatures:
+    """What the cascade's passes need from one frame, computed where the frame is decoded."""
+
+    index: int
+    hist: np.ndarray
+    scores: list[float | None]  # per pass: content score on this pass's frames (None elsewhere)
+    bgr: np.ndarray | None = None  # kept only for adaptive passes, which score frames themselves
+
+
+class FeatureExtractor:
+    """Per-frame features of a run of consecutive frames: a whole video, or one segment of it.
+
+    A pass's score compares a frame with the one `step` frames earlier. At the start of a
+    segment that frame lies in the previous segment: the score is left out (`missing`) and
+    `fill_missing` completes it from that segment's last frames (`tail`).
+    """
+
+    def __init__(self, cfg: CascadeConfig, native_fps: float):
+        self.steps = [p.step(native_fps) for p in cfg.passes]
+        self.content = [p.detector == "content" for p in cfg.passes]
+        self.keep_bgr = any(p.detector == "adaptive" for p in cfg.passes)
+        self.reach = max(self.steps)
+        self.tail: dict[int, np.ndarray] = {}  # HSV of the last `reach` frames seen
+        self.head: dict[int, np.ndarray] = {}  # HSV of the frames whose scores are missing
+        self.missing: list[tuple[FrameFeatures, int]] = []  # (frame, pass) scored by fill_missing
+
+    def __call__(self, index: int, bgr_small: np.ndarray) -> FrameFeatures:
+        hsv = cv2.cvtColor(bgr_small, cv2.COLOR_BGR2HSV)
+        f = FrameFeatures(index, hsv_histogram(hsv), [None] * len(self.steps), bgr_small if self.keep_bgr else None)
+        for i, (step, content) in enumerate(zip(self.steps, self.content)):
+            if not content or index % step:
+                continue
+            last = self.tail.get(index - step)
+            if index == 0 or last is not None:
+                f.scores[i] = 0.0 if index == 0 else content_score(hsv, last)  # a pass's first frame scores 0
+            else:
+                self.missing.append((f, i))
+                self.head[index] = hsv
+        self.tail[index] = hsv
+        self.tail.pop(index - self.reach, None)
+        return f
+
+    def fill_missing(self, previous: FeatureExtractor) -> None:
+        """Score this segment's first frames against the last frames of the one before it."""
+        for f, i in self.missing:
+            f.scores[i] = content_score(self.head[f.index], previous.tail[f.index - self.steps[i]])
+        self.missing, self.head = [], {}
+
+
 class CascadeDetector:
-    """Feed frames in decode order with `push`; `finish` returns merged boundaries."""
+    """Feed frames in decode order with `push`, or their features with `decide`; `finish`
+    returns merged boundaries.
+
+    `push` extracts and decides in one go. A video decoded in segments extracts features in
+    each segment and hands them to `decide` in frame order afterwards: the passes' decisions
+    (thresholds, flash filter, min_scene_len, z-score history) need frames in order, the
+    features do not. Adaptive passes score frames themselves and so need `push`.
+    """
 
     def __init__(self, cfg: CascadeConfig, native_fps: float):
         cfg.validate()
@@ -169,19 +223,25 @@ class CascadeDetector:
         self.raw_cuts: list[list[int]] = [[] for _ in cfg.passes]
         self.hists: list[np.ndarray] = []
         self.last_index = -1
+        self.extract = FeatureExtractor(cfg, native_fps)
+
+    @property
+    def segmentable(self) -> bool:
+        """Whether features may be extracted apart from the decisions (no adaptive pass)."""
+        return not self.extract.keep_bgr
 
     def push(self, index: int, bgr_small: np.ndarray) -> None:
-        self.last_index = index
-        hsv = cv2.cvtColor(bgr_small, cv2.COLOR_BGR2HSV)
-        hist = hsv_histogram(hsv)
-        self.hists.append(hist)
+        self.decide(self.extract(index, bgr_small))
+
+    def decide(self, f: FrameFeatures) -> None:
+        self.last_index = f.index
+        self.hists.append(f.hist)
         tc = None
         for i, (det, step) in enumerate(zip(self.detectors, self.steps)):
-            if index % step == 0:
-                tc = tc or FrameTimecode(index, fps=self.fps)
-                # One HSV conversion and one histogram per frame, shared by every pass that needs them.
-                frame = hsv if isinstance(det, HsvContentDetector) else hist if isinstance(det, ZScoreDetector) \
-                    else bgr_small
+            if f.index % step == 0:
+                tc = tc or FrameTimecode(f.index, fps=self.fps)
+                frame = f.scores[i] if isinstance(det, HsvContentDetector) else f.hist if isinstance(det, ZScoreDetector) \
+                    else f.bgr
                 self.raw_cuts[i].extend(c.frame_num for c in det.process_frame(tc, frame))
 
     def finish(self) -> list[Boundary]:
