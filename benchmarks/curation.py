@@ -18,12 +18,15 @@ other processes share the cores):
      counted, never converted (no swscale, no ndarray). This is the cost no pipeline can
      avoid.
 (a') informational: (a) plus converting every frame to the detectors' 256-wide BGR
-     ndarray, i.e. the floor of anything that looks at every frame: (a'1) with PyAV's
-     default `frame.reformat` (a new SwsContext per frame, threads=auto: what scan_video
-     did before docs/performance.md's P1), (a'2) with one reused single-threaded
-     `VideoReformatter` (what scan_video does now).
+     ndarray, i.e. the floor of anything that looks at every frame: (a'1, --per-frame-reformat)
+     with PyAV's default `frame.reformat` (a new SwsContext per frame, threads=auto: what
+     scan_video did before docs/performance.md's P1), (a'2) with one reused single-threaded
+     `VideoReformatter` (what scan_video does); (a'3) is (a) with one FFmpeg thread, the
+     cheapest decode in CPU, which each of the scan's segment decoders is.
+(b1) informational: (b) with the scan in one piece (one decoder thread ahead of the
+     analysis, what it did before P4).
 (b)  ours, as the assets run it for one video: the `clips` asset's `process_video`
-     (`scan_video`: one decode, in its own thread, feeding the 3-pass cascade and the 2-fps
+     (`scan_video`: one decode, in segments at once (one thread each), feeding the 3-pass cascade and the 2-fps
      JPEG samples; clip rows; samples written to storage) + the `motion_scores` asset's
      `annotate` (samples read back, JPEG decode, Farneback per clip in one thread per CPU).
 (c)  naive: three separate PySceneDetect runs (`open_video` with its default backend,
@@ -73,6 +76,7 @@ from svd_dag.curation.annotate import annotate, iter_clip_frames  # noqa: E402
 from svd_dag.curation.clip_pass import ClipPassTask, process_video, scan_key  # noqa: E402
 from svd_dag.curation.cuts import CascadeConfig  # noqa: E402
 from svd_dag.curation.media import scaled_size  # noqa: E402
+from svd_dag.curation.segments import MIN_SEGMENT_FRAMES  # noqa: E402
 from svd_dag.curation.motion import FLOW_WIDTH, clip_motion, pair_flow, to_flow_gray  # noqa: E402
 from svd_dag.curation.video_scan import SampleConfig, sample_indices  # noqa: E402
 from svd_dag.settings import bundled_samples_dir  # noqa: E402
@@ -147,10 +151,13 @@ def file_sha256(path: Path) -> str:
 # --------------------------------------------------------------------------- (a) floor
 
 
-def run_decode_floor(path: Path) -> dict:
+def run_decode_floor(path: Path, threads: int = 0) -> dict:
+    """(a) every frame decoded and counted; `threads` FFmpeg threads (0: FFmpeg's own count)."""
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         s.thread_type = THREAD_TYPE
+        if threads:
+            s.codec_context.thread_count = threads
         n = 0
         for _frame in c.decode(s):
             n += 1
@@ -179,13 +186,15 @@ def run_decode_small_bgr(path: Path, width: int, shared: bool) -> dict:
 # --------------------------------------------------------------------------- (b) ours
 
 
-def run_ours(store: Store, uri: str, sha: str, min_clip_s: float) -> dict:
+def run_ours(store: Store, uri: str, sha: str, min_clip_s: float, one_piece: bool = False) -> dict:
     """The `clips` asset's per-video work (`process_video`: scan, clip rows, samples written to
     storage) and then the `motion_scores` asset's (`annotate` over the stored samples, with the
-    asset's default thread count), exactly as the pipeline runs them for one video."""
+    asset's default thread count), exactly as the pipeline runs them for one video.
+    `one_piece`: the scan never splits the video into segments (what it did before P4)."""
     cascade, sampling = CascadeConfig(), SampleConfig()
     task = ClipPassTask(uri, sha, store.root, str(RUN_DIR), cascade, sampling, min_clip_s,
-                        scan_key(cascade, sampling, min_clip_s, "benchmark"))
+                        scan_key(cascade, sampling, min_clip_s, "benchmark"),
+                        min_segment_frames=2**62 if one_piece else MIN_SEGMENT_FRAMES)
     t0 = time.perf_counter()
     out = process_video(task)
     t1 = time.perf_counter()
@@ -197,6 +206,7 @@ def run_ours(store: Store, uri: str, sha: str, min_clip_s: float) -> dict:
         raise RuntimeError(f"motion failed on {len(run.failures)} clips: {run.failures[0]['reason']}")
     return {
         "frames": out["frames_decoded"],
+        "segments": out["decode_segments"],
         "boundaries": len(out["boundaries"]),
         "clips": len(out["clips"]),
         "dropped": out["dropped_short"],
@@ -369,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--naive-backend", default="opencv", choices=sorted(scenedetect.AVAILABLE_BACKENDS),
                     help="PySceneDetect backend for the naive variant (default: opencv, open_video's default)")
     ap.add_argument("--skip-naive", action="store_true", help="skip (c) (it is the slowest)")
+    ap.add_argument("--per-frame-reformat", action="store_true",
+                    help="also time (a'1), a per-frame frame.reformat (what the scan did before P1)")
     ap.add_argument("--profile", action="store_true", help="also cProfile one run of (b) and print the top costs")
     args = ap.parse_args(argv)
 
@@ -397,12 +409,16 @@ def main(argv: list[str] | None = None) -> int:
     print(flush=True)
 
     dwidth = CascadeConfig().detect_width
-    variants: dict[str, Callable[[], dict]] = {
-        "(a) decode floor": lambda: run_decode_floor(video),
-        "(a'1) decode + 256w bgr, per-frame frame.reformat (info)": lambda: run_decode_small_bgr(video, dwidth, False),
+    variants: dict[str, Callable[[], dict]] = {"(a) decode floor": lambda: run_decode_floor(video)}
+    if args.per_frame_reformat:
+        variants["(a'1) decode + 256w bgr, per-frame frame.reformat (info)"] = \
+            lambda: run_decode_small_bgr(video, dwidth, False)
+    variants.update({
         "(a'2) decode + 256w bgr, shared 1-thread reformatter (info)": lambda: run_decode_small_bgr(video, dwidth, True),
+        "(a'3) decode with one FFmpeg thread (info)": lambda: run_decode_floor(video, threads=1),
+        "(b1) ours, scan in one piece (before P4, info)": lambda: run_ours(store, uri, sha, args.min_clip_s, True),
         "(b) ours: scan + clips + motion": lambda: run_ours(store, uri, sha, args.min_clip_s),
-    }
+    })
     naive_key = f"(c) naive: 3x PySceneDetect ({args.naive_backend}) + flow decode"
     if not args.skip_naive:
         variants[naive_key] = lambda: run_naive(video, args.min_clip_s, args.naive_backend)
@@ -427,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
           f"= {b_stages['stage_scan_s'] / a_s:.2f} x (a)")
     print(f"  motion for {b['clips']} clips / {b['pairs']} pairs: {b_stages['stage_motion_s']:.2f} s "
           f"(samples read + JPEG decode + Farneback, {MotionConfig().workers or 'one per CPU'} threads)")
-    print(f"  found {b['boundaries']} boundaries, {b['clips']} clips ({b['dropped']} dropped), {b['samples']} samples")
+    print(f"  found {b['boundaries']} boundaries, {b['clips']} clips ({b['dropped']} dropped), {b['samples']} samples; "
+          f"decoded in {b['segments']} segment(s) at once")
     if c_s is not None:
         parts = ", ".join(f"{k.removeprefix('stage_').removesuffix('_s')} {v:.2f} s" for k, v in c_stages.items())
         print(f"stages of (c) (medians): {parts}")

@@ -16,6 +16,7 @@ from typing import Any
 
 from svd_dag.curation.cuts import CascadeConfig, PassConfig
 from svd_dag.curation.media import VideoError
+from svd_dag.curation.segments import MIN_SEGMENT_FRAMES
 from svd_dag.curation.video_scan import SampleConfig, clips_from_boundaries, samples_to_parquet, scan_video
 from svd_dag.storage import Store
 
@@ -33,6 +34,7 @@ class ClipPassTask:
     raw_options: dict = dataclasses.field(default_factory=dict)
     storage_options: dict = dataclasses.field(default_factory=dict)
     threads: int = 0  # this video's CPU budget (0: all of the worker's); never changes the result
+    min_segment_frames: int = MIN_SEGMENT_FRAMES  # shortest part decoded on its own; never changes the result
 
 
 def scan_key(cascade: CascadeConfig, sampling: SampleConfig, min_clip_s: float, code_version: str) -> str:
@@ -53,7 +55,7 @@ def cascade_from_dicts(passes: list[dict[str, Any]], **kwargs: Any) -> CascadeCo
 
 def process_video(task: ClipPassTask) -> dict[str, Any]:
     raw, out = Store(task.raw_root, task.raw_options), Store(task.storage_root, task.storage_options)
-    scan = scan_video(raw, task.uri, task.cascade, task.sampling, task.threads)
+    scan = scan_video(raw, task.uri, task.cascade, task.sampling, task.threads, task.min_segment_frames)
     clips, dropped = clips_from_boundaries(scan, task.sha256, task.uri, task.min_clip_s)
     if not clips:
         raise VideoError(
