@@ -66,6 +66,7 @@ def test_a_video_whose_timestamps_leave_the_frame_grid_is_decoded_in_one_piece(t
     whole = scan_video(store, "vfr.mp4", CascadeConfig(), SampleConfig(), threads=1)
     split = scan_video(store, "vfr.mp4", CascadeConfig(), SampleConfig(), threads=budget, min_segment_frames=40)
     assert split.segments == 1 and whole.frames_decoded == n
+    assert split.split_note.startswith("decoded again in one piece, the split failed: frame ")
     assert _result(split) == _result(whole)
 
 
@@ -74,7 +75,7 @@ def test_an_adaptive_pass_decodes_in_one_piece(samples_dir):
     cascade = CascadeConfig(passes=(PassConfig("native", None, 27.0), PassConfig("adaptive", 8.0, 3.0, "adaptive")))
     store = Store(samples_dir)
     split = scan_video(store, "bikes.mp4", cascade, SampleConfig(), threads=3, min_segment_frames=50)
-    assert split.segments == 1
+    assert split.segments == 1 and split.split_note == ""
     assert _result(split) == _result(scan_video(store, "bikes.mp4", cascade, SampleConfig(), threads=1))
 
 

@@ -179,9 +179,11 @@ def clips(
     for o in outcomes:
         if o.ok:
             new_rows += o.value["clips"]
+            if o.value["decode_note"]:
+                context.log.info(f"{o.item.uri}: {o.value['decode_note']}")
             scans.append({"video_sha256": o.item.sha256, "uri": o.item.uri, "scan_key": key,
                           "frames_decoded": o.value["frames_decoded"], "decode_segments": o.value["decode_segments"],
-                          "dropped_short": o.value["dropped_short"],
+                          "decode_note": o.value["decode_note"], "dropped_short": o.value["dropped_short"],
                           "boundaries": json.dumps(o.value["boundaries"]), "samples_uri": o.value["samples_uri"],
                           "scanned_at": _now()})
         else:

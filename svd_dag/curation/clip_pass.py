@@ -71,6 +71,7 @@ def process_video(task: ClipPassTask) -> dict[str, Any]:
         "dropped_short": dropped,
         "frames_decoded": scan.frames_decoded,
         "decode_segments": scan.segments,
+        "decode_note": scan.split_note,
         "boundaries": [{"frame": b.frame, "passes": b.passes} for b in scan.boundaries],
         "samples_uri": samples_uri,
     }

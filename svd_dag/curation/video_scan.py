@@ -66,6 +66,7 @@ class VideoScan:
     samples: pa.Table  # SAMPLES_SCHEMA
     passes: list[str] = field(default_factory=list)
     segments: int = 1  # how many parts the video was decoded in at once (1: in one piece)
+    split_note: str = ""  # why a video long enough to split was decoded in one piece
 
 
 def sample_indices(fps: float, sample_fps: float, n_frames_hint: int | None = None):
@@ -170,15 +171,19 @@ def scan_video(
             return _scan_whole(container, uri, info, detector, cascade, sampling, threads)
         try:
             plan = plan_segments(container, stream, count, info.frame_count, min_frames)
-        except (SegmentMismatch, av.error.FFmpegError):
-            plan = None
+            note = "" if plan else f"no keyframe at least {min_frames} frames from the others to split at"
+        except (SegmentMismatch, av.error.FFmpegError) as e:
+            plan, note = None, f"not split: {e}"
     if plan is not None:
         try:
             return _scan_segments(store, uri, info, detector, cascade, sampling, *plan)
-        except (SegmentMismatch, av.error.FFmpegError):
-            detector = CascadeDetector(cascade, info.fps)  # start again: one decode in one piece
+        except (SegmentMismatch, av.error.FFmpegError) as e:
+            note = f"decoded again in one piece, the split failed: {e}"
+            detector = CascadeDetector(cascade, info.fps)
     with open_video(store, uri) as container:
-        return _scan_whole(container, uri, info, detector, cascade, sampling, threads)
+        scan = _scan_whole(container, uri, info, detector, cascade, sampling, threads)
+    scan.split_note = note
+    return scan
 
 
 def _scan_whole(container: av.container.InputContainer, uri: str, info: VideoInfo, detector: CascadeDetector,
@@ -213,6 +218,7 @@ def _scan_segments(store: Store, uri: str, info: VideoInfo, detector: CascadeDet
     sinks = [_FrameSink(uri, info, cascade, sampling, lambda i, small, k=k: features[k].append(extractors[k](i, small)))
              for k in range(len(segments))]
     stop = threading.Event()  # one segment failed: the others give up too
+    failures: list[BaseException] = []  # the first is the reason; the others gave up
 
     def decode(k: int) -> int:
         end = segments[k].lo
@@ -226,13 +232,18 @@ def _scan_segments(store: Store, uri: str, info: VideoInfo, detector: CascadeDet
                         raise SegmentMismatch("another segment failed")
                     sinks[k].add(index, frame)
                     end = index + 1
-        except BaseException:
+        except BaseException as e:
+            if not stop.is_set():
+                failures.append(e)
             stop.set()
             raise
         return end
 
     with opencv_threads(1), ThreadPoolExecutor(len(segments), thread_name_prefix="segment") as pool:
-        ends = list(pool.map(decode, range(len(segments))))
+        try:
+            ends = list(pool.map(decode, range(len(segments))))
+        except BaseException as e:
+            raise failures[0] if failures else e
     for k in range(1, len(segments)):
         extractors[k].fill_missing(extractors[k - 1])
     for part in features:
