@@ -155,7 +155,7 @@ def clips(
     key = scan_key(cascade, sampling, config.min_clip_s, CLIPS_CODE)
 
     videos: dict[str, dict] = {}
-    for r in cat.rows("SELECT uri, sha256 FROM raw_videos WHERE status = 'ok' ORDER BY uri"):
+    for r in cat.rows("SELECT uri, sha256, frame_count FROM raw_videos WHERE status = 'ok' ORDER BY uri"):
         videos.setdefault(r["sha256"], r)  # identical files are one video
     duplicates = len(cat.rows("SELECT uri FROM raw_videos WHERE status = 'ok'")) - len(videos)
     out_store = storage.store()
@@ -164,7 +164,8 @@ def clips(
         for r in cat.rows("SELECT DISTINCT video_sha256, samples_uri FROM clips WHERE scan_key = ?", [key]):
             if out_store.exists(r["samples_uri"]):
                 done.add(r["video_sha256"])
-    todo = [v for sha, v in videos.items() if sha not in done]
+    # Longest first: the pool's last minutes then run short videos, not one long one alone.
+    todo = sorted((v for sha, v in videos.items() if sha not in done), key=lambda v: (-(v["frame_count"] or 0), v["uri"]))
     context.log.info(f"{len(videos)} videos: {len(done & set(videos))} already scanned with these settings, {len(todo)} to decode")
 
     executor = video_executor.executor()
