@@ -243,7 +243,12 @@ def _on_current_samples(cat: Catalog, model_version: str) -> str:
     cascade alone keeps the scores of every clip whose frame range did not move. All current
     clips come from one scan of the `clips` asset, so they share one label.
     """
-    labels = sorted({r.get("samples") or "unrecorded" for r in cat.rows("SELECT * FROM clips")}) if "clips" in cat.tables() else []
+    if "clips" not in cat.tables():
+        labels = []
+    elif "samples" not in cat.query("SELECT * FROM clips LIMIT 0").schema.names:
+        labels = ["unrecorded"]  # clips scanned before the label existed: rescanned on the next clips run
+    else:
+        labels = sorted({r["samples"] or "unrecorded" for r in cat.rows("SELECT DISTINCT samples FROM clips")})
     if len(labels) > 1:
         raise RuntimeError(f"clips come from {len(labels)} sample settings ({', '.join(labels)}): materialize clips first")
     return f"{model_version}@samples={labels[0] if labels else 'none'}"

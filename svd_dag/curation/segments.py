@@ -1,6 +1,6 @@
 """Decoding one video as several segments at once, each from a keyframe, frame-exact.
 
-Why: with a few CPUs, FFmpeg's frame threads cost 1.5-1.9x the CPU of a one-thread
+Why: with a few CPUs, FFmpeg's frame threads cost 1.15-1.5x the CPU of a one-thread
 decode for the same frames (docs/performance.md, "Change P4"). k one-thread decoders, each
 on its own stretch of the video and each followed by its own analysis, keep k cores busy
 without that overhead, and scale with the CPU budget of the video.
