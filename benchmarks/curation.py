@@ -71,7 +71,7 @@ import scenedetect  # noqa: E402
 import svd_dag  # noqa: E402
 from scenedetect import ContentDetector, SceneManager, open_video  # noqa: E402
 
-from svd_dag.assets.curation import MotionConfig  # noqa: E402
+from svd_dag.assets.annotators import MotionConfig  # noqa: E402
 from svd_dag.curation.annotate import annotate, iter_clip_frames  # noqa: E402
 from svd_dag.curation.clip_pass import ClipPassTask, process_video, scan_key  # noqa: E402
 from svd_dag.curation.cuts import CascadeConfig  # noqa: E402

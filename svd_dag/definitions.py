@@ -12,8 +12,10 @@ import os
 import dagster as dg
 
 from svd_dag.assets.ablation import ablation_assets
+from svd_dag.assets.annotators import annotator_assets
 from svd_dag.assets.checkpoint_eval import checkpoint_eval_assets
 from svd_dag.assets.curation import curation_assets
+from svd_dag.assets.datasets import dataset_assets
 from svd_dag.assets.evaluation import evaluation_assets
 from svd_dag.assets.finetunes import finetune_assets
 from svd_dag.assets.training import training_assets
@@ -59,7 +61,7 @@ def build_resources(settings: Settings) -> dict:
 def build_defs(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     return dg.Definitions(
-        assets=[*curation_assets, *training_assets, *finetune_assets, *evaluation_assets, *ablation_assets,
+        assets=[*curation_assets, *annotator_assets, *dataset_assets, *training_assets, *finetune_assets, *evaluation_assets, *ablation_assets,
                 *checkpoint_eval_assets],
         jobs=[recuration_job, training_job, finetunes_job, evaluation_job, filter_ablation_job, ablation_report_job,
               model_quality_job],

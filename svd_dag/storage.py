@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import shutil
 import uuid
 from typing import Any
 
@@ -23,6 +24,10 @@ def s3_options_from_env(env: dict[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if env is None else env
     endpoint = env.get("SVD_DAG_S3_ENDPOINT_URL")
     return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
+
+
+class ImmutableArtefactError(RuntimeError):
+    """Different bytes were about to be written under a name that is already taken."""
 
 
 class Store:
@@ -63,18 +68,68 @@ class Store:
             self.fs.pipe_file(target, data)
         return target
 
-    def put_dir(self, local_dir: str, rel: str) -> str:
-        """Copy a local folder to `rel` under the root; local targets are swapped in atomically."""
+    def write_once(self, rel: str, data: bytes) -> str:
+        """Write `data` at `rel` unless the same bytes are already there; other bytes under an
+        existing name are an error, never an overwrite (versioned artefacts are immutable)."""
         target = self.uri(rel)
-        if self.is_local:
-            import shutil
+        if self.exists(target):
+            self._same_or_refuse(target, data)
+            return target
+        if not self.is_local:
+            return self.write_bytes(rel, data)
+        os.makedirs(posixpath.dirname(target), exist_ok=True)
+        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, target)  # atomic, and fails if a concurrent writer got there first
+        except FileExistsError:
+            self._same_or_refuse(target, data)
+        finally:
+            os.unlink(tmp)
+        return target
 
+    def put_file_once(self, local_path: str, rel: str) -> str:
+        """`write_once` for a local file, streamed (a manifest may be larger than memory)."""
+        target = self.uri(rel)
+        if self.exists(target):
+            if file_sha256(local_path) != sha256_of(self, target):
+                raise ImmutableArtefactError(f"{target} already exists with other content; a versioned artefact is "
+                                             "written once and never overwritten")
+            return target
+        if self.is_local:
+            os.makedirs(posixpath.dirname(target), exist_ok=True)
+            tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+            shutil.copyfile(local_path, tmp)
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                if file_sha256(local_path) != file_sha256(target):
+                    raise ImmutableArtefactError(f"{target} was written concurrently with other content") from None
+            finally:
+                os.unlink(tmp)
+        else:
+            self.fs.put_file(local_path, target)
+        return target
+
+    def _same_or_refuse(self, target: str, data: bytes) -> None:
+        if hashlib.sha256(self.read_bytes(target)).digest() != hashlib.sha256(data).digest():
+            raise ImmutableArtefactError(f"{target} already exists with other content; a versioned artefact is "
+                                         "written once and never overwritten")
+
+    def put_dir(self, local_dir: str, rel: str) -> str:
+        """Copy a local folder to `rel` under the root, which must not exist yet (a checkpoint
+        folder is written once); local targets appear atomically, complete or not at all."""
+        target = self.uri(rel)
+        if self.exists(target):
+            raise ImmutableArtefactError(f"{target} already exists: a versioned folder is written once, never replaced")
+        if self.is_local:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             staging = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
             shutil.copytree(local_dir, staging)
-            if os.path.exists(target):
-                shutil.rmtree(target)
-            os.replace(staging, target)
+            os.rename(staging, target)
         else:
             self.fs.put(local_dir.rstrip("/") + "/", target + "/", recursive=True)
         return target
@@ -108,6 +163,14 @@ class Store:
     def local_path(self, uri: str) -> str | None:
         """A path the OS can open directly, or None when the file is remote."""
         return self.uri(uri) if self.is_local else None
+
+
+def file_sha256(path: str, chunk: int = 8 * 2**20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def sha256_of(store: Store, uri: str, chunk: int = 8 * 2**20) -> str:

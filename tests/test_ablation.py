@@ -91,12 +91,12 @@ def test_lvd_f_can_adopt_the_recommended_threshold(curated, study):
     [rec] = cat.rows("SELECT * FROM ablation_recommendations")
     job = curated["defs"].resolve_job_def("recuration")
     try:
-        out = job.execute_in_process(instance=curated["instance"], asset_selection=[dg.AssetKey("lvd_f")],
+        out = job.execute_in_process(instance=curated["instance"], asset_selection=[dg.AssetKey("lvd_f"), dg.AssetKey("lvd_f_eval")],
                                      run_config=run_config(lvd_f={**KEEP_ALL, "use_ablation_recommendations": True}))
         assert out.success
         latest = cat.rows("SELECT report FROM dataset_versions WHERE asset = 'lvd_f' ORDER BY created_at DESC LIMIT 1")[0]
     finally:  # the session's other tests expect the keep-everything lvd_f
-        assert job.execute_in_process(instance=curated["instance"], asset_selection=[dg.AssetKey("lvd_f")],
+        assert job.execute_in_process(instance=curated["instance"], asset_selection=[dg.AssetKey("lvd_f"), dg.AssetKey("lvd_f_eval")],
                                       run_config=run_config(lvd_f=LVD_F_SESSION)).success
     thresholds = json.loads(latest["report"])["thresholds"]
     assert thresholds["remove_fractions"]["motion"] == LEVELS[rec["level"]]

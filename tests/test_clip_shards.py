@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import synth
-from svd_dag.assets.curation import MANIFEST_COLUMNS, write_dataset_version
 from svd_dag.assets.training import with_data_source
 from svd_dag.catalog import Catalog
+from svd_dag.curation.datasets import MANIFEST_COLUMNS, DatasetPart, publish_dataset
 from svd_dag.curation.executor import LocalProcessExecutor
 from svd_dag.curation.media import read_frames
 from svd_dag.curation.shards import EncodeSettings, output_size, read_clip_frames, read_member, shard_clips
@@ -35,13 +35,14 @@ def _meta(result: dg.ExecuteInProcessResult, asset: str) -> dict:
             **{k: getattr(v, "value", v) for k, v in mat.metadata.items()}}
 
 
-def _publish_lvd_f(cat: Catalog, store: Store, version: str) -> None:
+def _publish_lvd_f(cat: Catalog, store: Store) -> str:
     """An lvd_f version keeping every clip (the annotators are not what is under test here)."""
     scores = {"motion_score", "text_area", "aesthetic_score", "caption_similarity"}
     columns = ", ".join(f"NULL::DOUBLE AS {c}" if c in scores else "'a test caption' AS caption" if c == "caption" else c
                         for c in MANIFEST_COLUMNS.replace(" ", "").split(","))
-    kept = cat.query(f"SELECT {columns}, ? AS dataset_version FROM clips ORDER BY clip_id", [version])
-    write_dataset_version(cat, store, "lvd_f", version, kept, {"kept": kept.num_rows, "total": kept.num_rows})
+    with cat.transaction() as con:
+        return publish_dataset(con, store, [DatasetPart("lvd_f", f"SELECT {columns} FROM clips ORDER BY clip_id")],
+                               version_inputs={"test": "every clip kept"}, report={}, folder="lvd_f", total=0).version
 
 
 def _shard_files(store: Store) -> dict[str, str]:
@@ -70,14 +71,14 @@ def world(tmp_path_factory, bikes_path):
         return _meta(result, "clip_shards"), _shard_files(store), cat.quarantined("clip_shards")
 
     assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("raw_videos"), dg.AssetKey("clips")]).success
-    _publish_lvd_f(cat, store, "v1")
+    version = _publish_lvd_f(cat, store)
     doomed = open(raw / "doomed.mp4", "rb").read()
     (raw / "doomed.mp4").write_bytes(doomed[: len(doomed) // 2])  # the video broke after it was curated
     first = shard()
     second = shard()
     (raw / "doomed.mp4").write_bytes(doomed)  # repaired: its clip is sharded next time, in a new shard
     third = shard()
-    return {"cat": cat, "store": store, "raw": raw, "runs": [first, second, third]}
+    return {"cat": cat, "store": store, "raw": raw, "runs": [first, second, third], "version": version}
 
 
 def test_kept_clips_are_sharded_and_a_broken_video_is_quarantined(world):
@@ -177,8 +178,8 @@ def test_index_is_the_manifest_with_shard_references(world):
     cat, meta = world["cat"], world["runs"][2][0]
     index = pq.read_table(meta["index_uri"]).to_pylist()
     assert [r["clip_id"] for r in index] == [r["clip_id"] for r in cat.rows("SELECT clip_id FROM lvd_f ORDER BY clip_id")]
-    assert all(r["shard_uri"] and r["dataset_version"] == "v1" and r["encode_key"] == meta["encode_key"] for r in index)
-    [recorded] = cat.rows("SELECT * FROM shard_indexes WHERE dataset_version = 'v1'")
+    assert all(r["shard_uri"] and r["dataset_version"] == world["version"] and r["encode_key"] == meta["encode_key"] for r in index)
+    [recorded] = cat.rows("SELECT * FROM shard_indexes WHERE dataset_version = ?", [world["version"]])
     assert recorded["index_uri"] == meta["index_uri"] and recorded["sharded"] == recorded["clips"] == len(index)
 
 
@@ -196,7 +197,7 @@ def test_clip_dataset_reads_items_from_shards(world, tmp_path):
 
 def test_training_reads_shards_when_they_exist(world, tmp_path):
     cat, store = world["cat"], world["store"]
-    lvd_f = {**cat.rows("SELECT * FROM dataset_versions WHERE dataset_version = 'v1'")[0], "asset": "lvd_f"}
+    lvd_f = {**cat.rows("SELECT * FROM dataset_versions WHERE dataset_version = ?", [world["version"]])[0], "asset": "lvd_f"}
     auto = with_data_source(cat, store, lvd_f, "auto")
     assert auto["data_source"] == "shards" and auto["shard_index_uri"] == world["runs"][2][0]["index_uri"]
     assert with_data_source(cat, store, lvd_f, "reference")["data_source"] == "reference"

@@ -4,7 +4,11 @@ import duckdb
 import numpy as np
 import pytest
 
-from svd_dag.curation.filtering import PAPER_REMOVE_FRACTIONS, dataset_version, percentile_filter, split_eval
+from svd_dag.curation.filtering import PAPER_REMOVE_FRACTIONS, eval_cut, eval_held_sql, percentile_filter, split_eval
+
+
+def _kept_ids(con) -> list[str]:
+    return [r[0] for r in con.execute("SELECT clip_id FROM filter_outcome WHERE kept ORDER BY clip_id").fetchall()]
 
 
 @pytest.fixture()
@@ -34,9 +38,9 @@ def con():
 def test_each_criterion_removes_the_expected_fraction_of_the_worst(con, criterion, column, fraction):
     r = percentile_filter(con, {criterion: fraction})
     assert r.removed[criterion] == int(fraction * 200)
-    assert r.kept == 200 - int(fraction * 200)
-    kept_values = [v for (v,) in con.execute(f"SELECT {column} FROM annotations WHERE clip_id IN (SELECT unnest(?))", [r.kept_ids]).fetchall()]
-    removed_values = [v for (v,) in con.execute(f"SELECT {column} FROM annotations WHERE clip_id NOT IN (SELECT unnest(?))", [r.kept_ids]).fetchall()]
+    assert r.kept == 200 - int(fraction * 200) == len(_kept_ids(con))
+    kept_values = [v for (v,) in con.execute(f"SELECT {column} FROM annotations WHERE clip_id IN (SELECT unnest(?))", [_kept_ids(con)]).fetchall()]
+    removed_values = [v for (v,) in con.execute(f"SELECT {column} FROM annotations WHERE clip_id NOT IN (SELECT unnest(?))", [_kept_ids(con)]).fetchall()]
     if criterion == "text":  # most text is worst
         assert min(removed_values) > max(kept_values)
         assert r.cutoffs["text"] == pytest.approx(max(kept_values))
@@ -50,9 +54,12 @@ def test_paper_defaults_combine_criteria(con):
     assert r.removed == {"motion": 50, "aesthetics": 50, "caption_similarity": 100, "text": 50}
     # independent criteria: a clip survives with probability 0.75^3 * 0.5
     assert 0.1 * 200 < r.kept < 0.32 * 200
-    decisions = {(d["clip_id"], d["criterion"]): d["decision"] for d in r.decisions}
-    for cid in r.kept_ids:
+    decisions = {(c, k): d for c, k, d in con.execute("SELECT clip_id, criterion, decision FROM filter_decision_rows").fetchall()}
+    assert len(decisions) == 4 * 200
+    for cid in _kept_ids(con):
         assert all(decisions[(cid, c)] == "kept" for c in PAPER_REMOVE_FRACTIONS)
+    removed = {c for (c, k), d in decisions.items() if d == "removed"}
+    assert removed == {r[0] for r in con.execute("SELECT clip_id FROM annotations").fetchall()} - set(_kept_ids(con))
 
 
 def test_unscored_clips_are_not_counted_as_low_scores(con):
@@ -60,7 +67,8 @@ def test_unscored_clips_are_not_counted_as_low_scores(con):
     r = percentile_filter(con, {"motion": 0.25})
     assert r.unscored["motion"] == 2
     assert r.removed["motion"] == int(0.25 * 198)
-    assert "c0000" not in r.kept_ids
+    assert "c0000" not in _kept_ids(con)
+    assert con.execute("SELECT decision FROM filter_decision_rows WHERE clip_id = 'c0000'").fetchone()[0] == "unscored"
 
 
 def test_ties_at_the_cutoff_are_all_kept(con):
@@ -83,11 +91,13 @@ def test_bad_thresholds_are_rejected(con, bad, message):
     assert con.execute("SELECT count(*) FROM annotations").fetchone()[0] == 200
 
 
-def test_dataset_version_depends_on_kept_clips_and_thresholds():
-    a = dataset_version(["x", "y"], {"motion": 0.25})
-    assert a == dataset_version(["y", "x"], {"motion": 0.25})
-    assert a != dataset_version(["x"], {"motion": 0.25})
-    assert a != dataset_version(["x", "y"], {"motion": 0.5})
+@pytest.mark.parametrize("fraction, seed", [(0.25, "eval"), (0.1, "eval-2"), (0.0, "eval")])
+def test_the_sql_eval_split_is_the_python_one(con, fraction, seed):
+    ids = [r[0] for r in con.execute("SELECT clip_id FROM annotations ORDER BY clip_id").fetchall()]
+    held_sql = [r[0] for r in con.execute(f"SELECT clip_id FROM annotations WHERE {eval_held_sql('clip_id')} "
+                                          "ORDER BY clip_id", [seed, eval_cut(fraction)]).fetchall()]
+    assert held_sql == split_eval(ids, fraction, seed=seed)[1]
+    assert (len(held_sql) > 0) == (fraction > 0)
 
 
 def test_eval_split_by_video_keeps_each_video_on_one_side_and_is_stable():

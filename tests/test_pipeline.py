@@ -52,7 +52,8 @@ def world(tmp_path_factory, bikes_path):
 def test_every_run_succeeds_and_materializes_the_whole_group(world):
     for run in world["runs"]:
         assert run.success
-    assert set(world["meta"][0]) == {"raw_videos", "clips", *ANNOTATION_TABLES, "annotations", "lvd_f", "clip_shards"}
+    assert set(world["meta"][0]) == {"raw_videos", "clips", *ANNOTATION_TABLES, "annotations", "lvd_f", "lvd_f_eval",
+                                     "clip_shards"}
 
 
 def test_catalog_has_one_table_per_asset_plus_quarantine(world):
@@ -127,7 +128,7 @@ def test_eval_split_by_video_holds_out_whole_videos(world):
     defs = build_defs(world["settings"])
     keep_all = {"motion_remove": 0.0, "aesthetics_remove": 0.0, "caption_similarity_remove": 0.0, "text_remove": 0.0}
     result = defs.resolve_job_def("recuration").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), asset_selection=[dg.AssetKey("lvd_f")],
+        instance=dg.DagsterInstance.ephemeral(), asset_selection=[dg.AssetKey("lvd_f"), dg.AssetKey("lvd_f_eval")],
         run_config={"ops": {"lvd_f": {"config": {**keep_all, "eval_fraction": 0.5, "eval_split_by": "video"}}}})
     assert result.success
     cat = world["cat"]
@@ -142,7 +143,7 @@ def test_blocking_check_fails_lvd_f_when_nothing_is_kept(world):
     defs = build_defs(world["settings"])
     result = defs.resolve_job_def("recuration").execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
-        asset_selection=[dg.AssetKey("lvd_f")],
+        asset_selection=[dg.AssetKey("lvd_f"), dg.AssetKey("lvd_f_eval")],
         run_config={"ops": {"lvd_f": {"config": {"text_max_area": -1.0}}}},
         raise_on_error=False,
     )
@@ -174,3 +175,68 @@ def test_new_sample_settings_rescore_frames_but_a_cascade_change_alone_does_not(
     assert stricter["clips"]["scan_key"] != narrower["clips"]["scan_key"]
     assert stricter["clips"]["dagster/row_count"] == 8
     assert stricter["motion_scores"]["scored_this_run"] == 0
+
+
+KEEP_ALL = {"motion_remove": 0.0, "aesthetics_remove": 0.0, "caption_similarity_remove": 0.0, "text_remove": 0.0}
+
+
+def test_new_scores_for_the_same_clips_make_a_new_dataset_version_and_stale_training(world):
+    """Re-annotating motion at another flow width keeps the same clips with other scores: a new
+    dataset version appears, the old version's files keep their bytes, and the training
+    assets downstream are stale in Dagster. Runs last: it leaves motion at another width."""
+    import hashlib
+
+    from dagster._utils.test.data_versions import get_stale_status_resolver
+
+    defs = build_defs(world["settings"])
+    job, instance, cat = defs.resolve_implicit_global_asset_job_def(), dg.DagsterInstance.ephemeral(), world["cat"]
+
+    def run(selection, **config):
+        selection += ["lvd_f_eval"] if "lvd_f" in selection else []  # one multi-asset: both or neither
+        result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(a) for a in selection],
+                                        run_config={"ops": {k: {"config": v} for k, v in config.items()}})
+        assert result.success
+        return _metadata(result)
+
+    def stale(asset):
+        return get_stale_status_resolver(instance, defs.assets).get_status(dg.AssetKey(asset)).value
+
+    before = run(["motion_scores", "annotations", "lvd_f", "hq_finetune_set"], motion_scores={"flow_width": 224},
+                 lvd_f=KEEP_ALL, hq_finetune_set=KEEP_ALL)
+    old_files = {u: hashlib.sha256(open(u, "rb").read()).hexdigest()
+                 for u in (before["lvd_f"]["manifest_uri"], before["lvd_f_eval"]["manifest_uri"])}
+    old_ids = [r["clip_id"] for r in cat.rows("SELECT clip_id FROM lvd_f ORDER BY 1")]
+    assert stale("hq_finetune_set") == "FRESH"
+
+    again = run(["lvd_f"], lvd_f=KEEP_ALL)  # same inputs: the same version, nothing rewritten
+    assert again["lvd_f"]["dataset_version"] == before["lvd_f"]["dataset_version"]
+    assert again["lvd_f"]["reused_existing_version"] is True
+
+    after = run(["motion_scores", "annotations", "lvd_f"], motion_scores={"flow_width": 160}, lvd_f=KEEP_ALL)
+    assert after["motion_scores"]["scored_this_run"] == 8
+    assert [r["clip_id"] for r in cat.rows("SELECT clip_id FROM lvd_f ORDER BY 1")] == old_ids  # same clips ...
+    assert after["lvd_f"]["dataset_version"] != before["lvd_f"]["dataset_version"]  # ... another version
+    assert after["lvd_f"]["manifest_uri"] != before["lvd_f"]["manifest_uri"]
+    assert {u: hashlib.sha256(open(u, "rb").read()).hexdigest() for u in old_files} == old_files
+    assert stale("hq_finetune_set") == "STALE"
+    assert stale("stage1_image_checkpoint") == "MISSING"  # never trained here; stale once it has been
+    versions = {r["dataset_version"] for r in cat.rows("SELECT dataset_version FROM dataset_versions WHERE asset = 'lvd_f'")}
+    assert {before["lvd_f"]["dataset_version"], after["lvd_f"]["dataset_version"]} <= versions
+    assert pq.read_table(after["lvd_f"]["manifest_uri"]).column("motion_score").to_pylist() != \
+        pq.read_table(before["lvd_f"]["manifest_uri"]).column("motion_score").to_pylist()
+
+
+def test_a_version_folder_is_never_overwritten(tmp_path):
+    from svd_dag.storage import ImmutableArtefactError, Store
+
+    store = Store(str(tmp_path))
+    uri = store.write_once("v/manifest.parquet", b"one")
+    assert store.write_once("v/manifest.parquet", b"one") == uri  # same bytes: a no-op
+    with pytest.raises(ImmutableArtefactError, match="written once"):
+        store.write_once("v/manifest.parquet", b"two")
+    assert open(uri, "rb").read() == b"one"
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "w.bin").write_bytes(b"w")
+    store.put_dir(str(tmp_path / "ckpt"), "checkpoints/a/key")
+    with pytest.raises(ImmutableArtefactError, match="written once"):
+        store.put_dir(str(tmp_path / "ckpt"), "checkpoints/a/key")

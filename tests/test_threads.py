@@ -86,7 +86,7 @@ def test_small_frames_keep_a_cpu_for_the_analysis_and_large_ones_give_all_to_the
 
 
 def test_the_motion_asset_default_is_the_flow_width_the_domain_code_documents():
-    from svd_dag.assets.curation import MotionConfig
+    from svd_dag.assets.annotators import MotionConfig
     from svd_dag.curation.motion import FLOW_WIDTH
 
     assert MotionConfig().flow_width == FLOW_WIDTH

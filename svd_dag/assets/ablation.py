@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from svd_dag.assets.common import md_table, source_version
-from svd_dag.assets.curation import MANIFEST_COLUMNS, annotations
+from svd_dag.curation.datasets import MANIFEST_COLUMNS
 from svd_dag.assets.training import (TRAINING_CODE, StageConfig, checkpoint_metadata, current_checkpoint,
                                      stage1_image_checkpoint, train_checkpoint)
 from svd_dag.evaluation.ablation import CRITERIA, LEVELS
@@ -46,10 +46,10 @@ def _probe_manifest(cat, store, count: int) -> str:
     digest = hashlib.sha256(json.dumps(probe.column("clip_id").to_pylist()).encode()).hexdigest()[:12]
     buf = io.BytesIO()
     pq.write_table(probe, buf)
-    return store.write_bytes(f"filter_ablation/probe/{digest}/manifest.parquet", buf.getvalue())
+    return store.write_once(f"filter_ablation/probe/{digest}/manifest.parquet", buf.getvalue())
 
 
-@dg.asset(group_name=GROUP, deps=[annotations, stage1_image_checkpoint], partitions_def=ABLATION_PARTITIONS,
+@dg.asset(group_name=GROUP, deps=["annotations", stage1_image_checkpoint], partitions_def=ABLATION_PARTITIONS,
           code_version=TRAINING_CODE, pool="gpu", kinds={"pytorch", "mlflow"})
 def filter_ablation(context: dg.AssetExecutionContext, config: AblationConfig, storage: StorageResource,
                     catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource,
@@ -59,7 +59,8 @@ def filter_ablation(context: dg.AssetExecutionContext, config: AblationConfig, s
     the rest (same architecture, steps and seed in every cell) and render the fixed probe
     prompts. Run or backfill any cell alone from the UI; `filter_ablation_report` ranks them.
     """
-    from svd_dag.curation.filtering import dataset_version, percentile_filter
+    from svd_dag.curation.datasets import DatasetPart, publish_dataset
+    from svd_dag.curation.filtering import percentile_filter
     from svd_dag.evaluation.ablation import cell_fractions, cell_name
 
     keys = context.partition_key.keys_by_dimension
@@ -67,19 +68,16 @@ def filter_ablation(context: dg.AssetExecutionContext, config: AblationConfig, s
     cell = cell_name(criterion, level)
     cat, store = catalog.catalog(), storage.store()
     fractions = cell_fractions(criterion, level)
-    with cat.connect() as con:
+    with cat.transaction() as con:
         result = percentile_filter(con, fractions, source="annotations")
-    version = dataset_version(result.kept_ids, fractions, {"ablation_cell": cell})
-    kept = cat.query(f"SELECT {MANIFEST_COLUMNS} FROM annotations WHERE clip_id IN (SELECT unnest(?)) ORDER BY clip_id",
-                     [result.kept_ids])
-    buf = io.BytesIO()
-    pq.write_table(kept, buf)
-    manifest_uri = store.write_bytes(f"filter_ablation/{criterion}/{level}/{version}/manifest.parquet", buf.getvalue())
-    cat.upsert("dataset_versions", pa.Table.from_pylist([{
-        "dataset_version": version, "asset": f"filter_ablation:{cell}", "manifest_uri": manifest_uri,
-        "kept": result.kept, "total": result.total,
-        "report": json.dumps({"remove_fractions": fractions, "cutoffs": result.cutoffs, "removed": result.removed}),
-        "created_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)}]), key=["dataset_version"])
+        published = publish_dataset(
+            con, store, [DatasetPart(f"filter_ablation:{cell}", f"SELECT {MANIFEST_COLUMNS} FROM annotations "
+                                                                "JOIN filter_outcome USING (clip_id) WHERE kept ORDER BY clip_id")],
+            version_inputs={"ablation_cell": cell, "remove_fractions": fractions},
+            report={"remove_fractions": fractions, "cutoffs": result.cutoffs, "removed": result.removed,
+                    "total": result.total},
+            folder=f"filter_ablation/{criterion}/{level}", total=result.total, make_current=False)
+    version, manifest_uri = published.version, published.manifest_uris[f"filter_ablation:{cell}"]
     dataset = {"dataset_version": version, "manifest_uri": manifest_uri, "asset": f"filter_ablation:{cell}"}
     trained = train_checkpoint(context, "ablation", config, dataset, current_checkpoint(cat, "stage1_image_checkpoint"),
                                storage, catalog, model_store, mlflow, launcher, variant=cell,

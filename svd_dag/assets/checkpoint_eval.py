@@ -17,9 +17,9 @@ import pyarrow as pa
 from pydantic import Field
 
 from svd_dag.assets.common import md_table, source_version
-from svd_dag.assets.curation import lvd_f
 from svd_dag.assets.finetunes import i2v_checkpoint, interpolation_checkpoint, multiview_checkpoint, orbit_renders
-from svd_dag.assets.training import current_checkpoint, current_dataset, stage2_video_checkpoint, stage3_hq_checkpoint
+from svd_dag.assets.training import current_checkpoint, stage2_video_checkpoint, stage3_hq_checkpoint
+from svd_dag.curation.datasets import current_dataset
 from svd_dag.resources import CatalogResource, MlflowResource, ModelStoreResource, StorageResource
 
 GROUP = "evaluation"
@@ -43,7 +43,7 @@ def _local_checkpoint(storage: StorageResource, uri: str, tmp: str) -> str:
     return local_folder(uri, os.path.join(tmp, uri.rstrip("/").rsplit("/", 1)[1]), storage.options())
 
 
-@dg.asset(group_name=GROUP, deps=[lvd_f, stage2_video_checkpoint, stage3_hq_checkpoint, i2v_checkpoint,
+@dg.asset(group_name=GROUP, deps=["lvd_f_eval", stage2_video_checkpoint, stage3_hq_checkpoint, i2v_checkpoint,
                                   interpolation_checkpoint],
           code_version=source_version("evaluation/checkpoint_fvd.py", "evaluation/fvd.py", "evaluation/i3d.py"),
           pool="gpu", kinds={"pytorch", "mlflow"})

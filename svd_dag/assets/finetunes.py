@@ -19,10 +19,9 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from svd_dag.assets.common import md_table, source_version, uri_metadata
-from svd_dag.assets.curation import annotations, lvd_f
-from svd_dag.assets.training import (StageConfig, TrainedCheckpoint, checkpoint_metadata, current_checkpoint,
-                                     current_dataset, hq_finetune_set, stage2_video_checkpoint, train_checkpoint,
-                                     TRAINING_CODE)
+from svd_dag.assets.training import (TRAINING_CODE, StageConfig, TrainedCheckpoint, checkpoint_metadata,
+                                     current_checkpoint, hq_finetune_set, stage2_video_checkpoint, train_checkpoint)
+from svd_dag.curation.datasets import current_dataset
 from svd_dag.resources import (CatalogResource, MlflowResource, ModelStoreResource, StorageResource,
                                TrainingLauncherResource)
 
@@ -179,7 +178,7 @@ class CameraLabelConfig(dg.Config):
     pan_coherence: float = Field(default=0.5, description="share of the motion the mean flow vector must carry")
 
 
-@dg.asset(group_name=GROUP, deps=[annotations], code_version=source_version("curation/camera_motion.py"),
+@dg.asset(group_name=GROUP, deps=["annotations"], code_version=source_version("curation/camera_motion.py"),
           kinds={"duckdb"})
 def camera_motion_labels(context: dg.AssetExecutionContext, config: CameraLabelConfig,
                          catalog: CatalogResource) -> dg.MaterializeResult:
@@ -203,7 +202,7 @@ def camera_motion_labels(context: dg.AssetExecutionContext, config: CameraLabelC
                                           "rule": rule.describe()})
 
 
-@dg.asset(group_name=GROUP, deps=[i2v_checkpoint, camera_motion_labels, lvd_f], code_version=TRAINING_CODE, pool="gpu",
+@dg.asset(group_name=GROUP, deps=[i2v_checkpoint, camera_motion_labels, "lvd_f"], code_version=TRAINING_CODE, pool="gpu",
           kinds={"pytorch", "mlflow", "peft"},
           check_specs=[dg.AssetCheckSpec("adapter_per_label", asset="camera_motion_loras",
                                          description="every camera label (static, horizontal_pan, zoom) got an adapter")])
@@ -233,7 +232,7 @@ def camera_motion_loras(context: dg.AssetExecutionContext, config: FinetuneConfi
         version = hashlib.sha256(json.dumps([base["dataset_version"], label, sorted(ids)]).encode()).hexdigest()[:16]
         buf = io.BytesIO()
         pq.write_table(subset, buf)
-        uri = store.write_bytes(f"camera_motion_loras/{label}/{version}/manifest.parquet", buf.getvalue())
+        uri = store.write_once(f"camera_motion_loras/{label}/{version}/manifest.parquet", buf.getvalue())
         dataset = {"dataset_version": version, "manifest_uri": uri, "asset": f"lvd_f[camera={label}]"}
         cat.upsert("dataset_versions", pa.Table.from_pylist([{
             "dataset_version": version, "asset": f"camera_motion_loras:{label}", "manifest_uri": uri, "kept": len(ids),

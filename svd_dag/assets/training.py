@@ -20,9 +20,8 @@ import pyarrow as pa
 from pydantic import Field
 
 from svd_dag.assets.common import source_version, uri_metadata
-from svd_dag.assets.curation import (MANIFEST_COLUMNS, current_dataset, lvd_f, shard_index_for, weights_label,
-                                     write_dataset_version)
 from svd_dag.catalog import Catalog
+from svd_dag.curation.datasets import current_dataset, shard_index_for
 from svd_dag.resources import (CatalogResource, MlflowResource, ModelStoreResource, StorageResource,
                                TrainingLauncherResource)
 
@@ -45,37 +44,46 @@ class HqSetConfig(dg.Config):
                 "caption_similarity": self.caption_similarity_remove, "text": self.text_remove}
 
 
-@dg.asset(group_name=GROUP, deps=[lvd_f], code_version=source_version("curation/filtering.py"), kinds={"duckdb", "parquet"},
-          check_specs=[dg.AssetCheckSpec("keeps_clips", asset="hq_finetune_set", blocking=True)])
+@dg.asset(group_name=GROUP, deps=["lvd_f"], code_version=source_version("curation/filtering.py", "curation/datasets.py"),
+          kinds={"duckdb", "parquet"}, check_specs=[dg.AssetCheckSpec("keeps_clips", asset="hq_finetune_set", blocking=True)])
 def hq_finetune_set(context: dg.AssetExecutionContext, config: HqSetConfig, storage: StorageResource,
                     catalog: CatalogResource) -> dg.MaterializeResult:
     """The small high-quality subset for stage III: the same percentile filters as `lvd_f`,
     stricter, applied within the current `lvd_f` version (the paper: ~250K of ~152M clips).
-    Versioned Parquet manifest like `lvd_f`'s, with its thresholds and parent version.
+    An immutable, content-addressed manifest like `lvd_f`'s, with its thresholds and parent
+    version; all of it SQL in the catalog.
     """
-    from svd_dag.curation.filtering import dataset_version, percentile_filter
+    from svd_dag.curation.datasets import (MANIFEST_COLUMNS, DatasetPart, annotator_snapshot, publish_dataset,
+                                           weights_label)
+    from svd_dag.curation.filtering import percentile_filter
 
     cat, store = catalog.catalog(), storage.store()
     parent = current_dataset(cat, "lvd_f")
     fractions = config.fractions()
-    with cat.connect() as con:
-        con.execute("CREATE TEMP VIEW hq_source AS SELECT * FROM annotations WHERE clip_id IN (SELECT clip_id FROM lvd_f)")
+    with cat.transaction() as con:
+        con.execute("CREATE OR REPLACE TEMP VIEW hq_source AS "
+                    "SELECT * FROM annotations WHERE clip_id IN (SELECT clip_id FROM lvd_f)")
         result = percentile_filter(con, fractions, source="hq_source")
-    version = dataset_version(result.kept_ids, fractions, {"parent": parent["dataset_version"]})
-    kept = cat.query(f"SELECT {MANIFEST_COLUMNS}, ? AS dataset_version FROM annotations "
-                     "WHERE clip_id IN (SELECT unnest(?)) ORDER BY clip_id", [version, result.kept_ids])
-    report = {"dataset_version": version, "parent_dataset_version": parent["dataset_version"],
-              "thresholds": {"remove_fractions": fractions}, "cutoffs": result.cutoffs,
-              "removed_by_criterion": result.removed, "unscored": result.unscored, "total": result.total,
-              "kept": result.kept, "weights": weights_label(cat), "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}
-    manifest_uri = write_dataset_version(cat, store, "hq_finetune_set", version, kept, report)
+        annotators = annotator_snapshot(con)
+        report = {"parent_dataset_version": parent["dataset_version"], "thresholds": {"remove_fractions": fractions},
+                  "cutoffs": result.cutoffs, "removed_by_criterion": result.removed, "unscored": result.unscored,
+                  "total": result.total, "weights": weights_label(annotators), "annotators": annotators}
+        published = publish_dataset(
+            con, store, [DatasetPart("hq_finetune_set", f"SELECT {MANIFEST_COLUMNS} FROM annotations JOIN filter_outcome "
+                                                        "USING (clip_id) WHERE kept ORDER BY clip_id")],
+            version_inputs={"parent": parent["dataset_version"], "remove_fractions": fractions,
+                            "annotators": annotators},
+            report=report, folder="hq_finetune_set", total=result.total)
+    kept = published.rows["hq_finetune_set"]
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(version),
-        metadata={"dagster/row_count": result.kept, "dataset_version": version, "parent_dataset_version": parent["dataset_version"],
+        data_version=dg.DataVersion(published.version),
+        metadata={"dagster/row_count": kept, "dataset_version": published.version,
+                  "parent_dataset_version": parent["dataset_version"],
                   "clips_in": result.total, "removed_by_criterion": dg.MetadataValue.json(result.removed),
-                  "cutoffs": dg.MetadataValue.json(result.cutoffs), "manifest_uri": uri_metadata(manifest_uri),
+                  "cutoffs": dg.MetadataValue.json(result.cutoffs),
+                  "manifest_uri": uri_metadata(published.manifest_uris["hq_finetune_set"]),
                   "weights": report["weights"]},
-        check_results=[dg.AssetCheckResult(check_name="keeps_clips", passed=result.kept > 0, metadata={"kept": result.kept})],
+        check_results=[dg.AssetCheckResult(check_name="keeps_clips", passed=kept > 0, metadata={"kept": kept})],
     )
 
 
@@ -291,7 +299,7 @@ def _train_stage(context: dg.AssetExecutionContext, stage_key: str, config: Stag
                                 metadata=checkpoint_metadata(trained, config.profile, storage.store()))
 
 
-def _stage_asset(name: str, stage_key: str, dataset_asset, parent, description: str):
+def _stage_asset(name: str, stage_key: str, dataset_asset: str, parent, description: str):
     deps = [dataset_asset] + ([parent] if parent is not None else [])
 
     @dg.asset(name=name, group_name=GROUP, deps=deps, code_version=TRAINING_CODE, pool="gpu", kinds={"pytorch", "mlflow"},
@@ -300,23 +308,23 @@ def _stage_asset(name: str, stage_key: str, dataset_asset, parent, description: 
                catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource,
                launcher: TrainingLauncherResource) -> dg.MaterializeResult:
         parent_name = parent.key.to_user_string() if parent is not None else None
-        return _train_stage(context, stage_key, config, dataset_asset.key.to_user_string(), parent_name,
+        return _train_stage(context, stage_key, config, dataset_asset, parent_name,
                             storage, catalog, model_store, mlflow, launcher)
 
     return _asset
 
 
 stage1_image_checkpoint = _stage_asset(
-    "stage1_image_checkpoint", "stage1", lvd_f, None,
+    "stage1_image_checkpoint", "stage1", "lvd_f", None,
     "SVD stage I: the image model (a UNet2DConditionModel; full profile starts from SD 2.1) trained on single "
     "frames of lvd_f at 256x384 with ln sigma ~ N(-1.2, 1); the first phase trains the time embedding only.")
 stage2_video_checkpoint = _stage_asset(
-    "stage2_video_checkpoint", "stage2", lvd_f, stage1_image_checkpoint,
+    "stage2_video_checkpoint", "stage2", "lvd_f", stage1_image_checkpoint,
     "SVD stage II: stage I inflated into a UNetSpatioTemporalConditionModel (spatial weights copied, temporal "
     "convolution + attention new, mixed by a learned alpha) and trained on 14-frame lvd_f clips with fps, "
     "motion-bucket and noise-strength micro-conditioning.")
 stage3_hq_checkpoint = _stage_asset(
-    "stage3_hq_checkpoint", "stage3", hq_finetune_set, stage2_video_checkpoint,
+    "stage3_hq_checkpoint", "stage3", "hq_finetune_set", stage2_video_checkpoint,
     "SVD stage III: stage II fine-tuned on the high-quality subset at high resolution with ln sigma ~ N(0.5, 1.4), "
     "lr 3e-5 and EMA.")
 

@@ -1,7 +1,7 @@
 """The executor seam for per-video work: `map(fn, items)` with failures kept per item.
 
 The default runs a local process pool sized to the machine; a cluster backend (Ray) only
-has to implement `map` with the same contract. `fn` must be a picklable top-level
+has to implement `map` and `imap` (outcomes as they finish) with the same contract. `fn` must be a picklable top-level
 function. One failing item never fails the batch: its outcome carries the reason.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import traceback
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from svd_dag.curation.media import VideoError
 from svd_dag.curation.threads import available_cpus
@@ -42,6 +42,8 @@ def _run_one(fn: Callable[[Any], Any], item: Any) -> Outcome:
 class VideoExecutor(Protocol):
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Outcome]: ...
 
+    def imap(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Outcome]: ...
+
     def threads_per_item(self, n_items: int) -> int:
         """CPUs each item may use when `n_items` run through `map` (its decode threads)."""
         ...
@@ -58,18 +60,29 @@ class LocalProcessExecutor:
         return max(1, available_cpus() // max(1, min(self.max_workers, n_items)))
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Outcome]:
+        """Outcomes in the order of `items`."""
+        return [o for _, o in sorted(self._indexed(fn, items), key=lambda pair: pair[0])]
+
+    def imap(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Outcome]:
+        """Outcomes as items finish (started in the order given), so the caller can commit
+        results in batches while the rest still run."""
+        return (o for _, o in self._indexed(fn, items))
+
+    def _indexed(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[tuple[int, Outcome]]:
         workers = min(self.max_workers, len(items))
         if workers <= 1:
-            return [_run_one(fn, item) for item in items]
+            yield from ((i, _run_one(fn, item)) for i, item in enumerate(items))
+            return
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_run_one, fn, item) for item in items]
-            results = []
-            for item, fut in zip(items, futures):
+            futures = {pool.submit(_run_one, fn, item): i for i, item in enumerate(items)}
+            for fut in as_completed(futures):
+                i = futures[fut]
                 try:
-                    results.append(fut.result())
+                    outcome = fut.result()
+                    outcome.item = items[i]  # the caller's object, not the worker's copy
                 except Exception as e:  # noqa: BLE001 - a worker that died (OOM, segfault in a decoder)
-                    results.append(Outcome(item, error=f"worker process failed: {type(e).__name__}: {e}"))
-            return results
+                    outcome = Outcome(items[i], error=f"worker process failed: {type(e).__name__}: {e}")
+                yield i, outcome
 
 
 def make_executor(backend: str = "local", max_workers: int = 0) -> VideoExecutor:

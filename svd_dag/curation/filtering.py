@@ -14,9 +14,8 @@ parameters, never formatted into SQL.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -50,16 +49,15 @@ def validate_fractions(fractions: dict[str, float]) -> dict[str, float]:
 
 @dataclass
 class FilterResult:
+    """Counts and cutoffs. The per-clip outcome stays in DuckDB, as temp tables on the
+    connection: `filter_outcome` (clip_id, kept) and `filter_decision_rows` (clip_id,
+    criterion, value, cutoff, fraction, decision)."""
+
     total: int
-    kept_ids: list[str]
+    kept: int
     cutoffs: dict[str, float | None]
     removed: dict[str, int]
     unscored: dict[str, int]
-    decisions: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def kept(self) -> int:
-        return len(self.kept_ids)
 
 
 def percentile_filter(
@@ -68,51 +66,56 @@ def percentile_filter(
     absolute_max_text_area: float | None = None,
     source: str = "annotations",
 ) -> FilterResult:
-    """Decide every clip of `source` (a table or view with clip_id and the criteria columns)."""
+    """Decide every clip of `source` (a table or view with clip_id and the criteria columns)
+    in SQL; Python only sees a few scalars per criterion, whatever the number of clips."""
     fractions = validate_fractions(fractions)
     total = con.execute(f'SELECT count(*) FROM "{source}"').fetchone()[0]
-    failing: dict[str, set[str]] = {}
     cutoffs: dict[str, float | None] = {}
-    removed: dict[str, int] = {}
     unscored: dict[str, int] = {}
-    decisions: list[dict[str, Any]] = []
+    flags, fails, params = [], [], []
     for name, p in fractions.items():
         crit = CRITERIA[name]
         col, order = crit.column, ("ASC" if crit.worst == "low" else "DESC")
         n = con.execute(f'SELECT count({col}) FROM "{source}"').fetchone()[0]
         unscored[name] = total - n
         k = math.floor(p * n)
-        cutoff = None
-        if n:
-            cutoff = con.execute(
-                f'SELECT {col} FROM "{source}" WHERE {col} IS NOT NULL ORDER BY {col} {order}, clip_id LIMIT 1 OFFSET ?',
-                [min(k, n - 1)],
-            ).fetchone()[0]
-        worse = "<" if crit.worst == "low" else ">"
-        rows = con.execute(
-            f'SELECT clip_id, {col}, ({col} IS NULL) AS unscored, '
-            f"coalesce({col} {worse} ?, false) AS removed "
-            f'FROM "{source}" ORDER BY clip_id',
-            [cutoff if k > 0 else None],
-        ).fetchall()
+        cutoff = con.execute(
+            f'SELECT {col} FROM "{source}" WHERE {col} IS NOT NULL ORDER BY {col} {order} LIMIT 1 OFFSET ?', [k],
+        ).fetchone()[0] if n and k > 0 else None
+        cutoffs[name] = float(cutoff) if cutoff is not None else None
+        removed = f"coalesce({col} {'<' if crit.worst == 'low' else '>'} ?, false)"
+        params.append(cutoffs[name])
         if name == "text" and absolute_max_text_area is not None:
-            rows = [(cid, v, u, r or (v is not None and v > absolute_max_text_area)) for cid, v, u, r in rows]
-        cutoffs[name] = float(cutoff) if cutoff is not None and k > 0 else None
-        failing[name] = {cid for cid, _, u, r in rows if r or u}
-        removed[name] = sum(1 for _, _, _, r in rows if r)
-        decisions += [
-            {"clip_id": cid, "criterion": name, "value": v, "cutoff": cutoffs[name], "fraction": p,
-             "decision": "unscored" if u else ("removed" if r else "kept")}
-            for cid, v, u, r in rows
-        ]
-    all_ids = [r[0] for r in con.execute(f'SELECT clip_id FROM "{source}" ORDER BY clip_id').fetchall()]
-    out = set().union(*failing.values()) if failing else set()
-    return FilterResult(total, [c for c in all_ids if c not in out], cutoffs, removed, unscored, decisions)
+            removed = f"({removed} OR coalesce({col} > ?, false))"
+            params.append(float(absolute_max_text_area))
+        flags.append(f'{removed} AS "removed:{name}", ({col} IS NULL) AS "unscored:{name}", '
+                     f'{col}::DOUBLE AS "value:{name}"')
+        fails.append(f'"removed:{name}" OR "unscored:{name}"')
+    con.execute("CREATE OR REPLACE TEMP TABLE filter_flags AS SELECT clip_id" + "".join(", " + f for f in flags)
+                + f' FROM "{source}"', params)
+    kept = f"NOT ({' OR '.join(fails)})" if fails else "true"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE filter_outcome AS SELECT clip_id, {kept} AS kept FROM filter_flags")
+    con.execute("CREATE OR REPLACE TEMP TABLE filter_decision_rows (clip_id VARCHAR, criterion VARCHAR, "
+                "value DOUBLE, cutoff DOUBLE, fraction DOUBLE, decision VARCHAR)")
+    for name, p in fractions.items():
+        con.execute(f"""INSERT INTO filter_decision_rows SELECT clip_id, ?, "value:{name}", ?, ?,
+                        CASE WHEN "unscored:{name}" THEN 'unscored' WHEN "removed:{name}" THEN 'removed'
+                             ELSE 'kept' END FROM filter_flags""", [name, cutoffs[name], p])
+    counts = con.execute("SELECT " + "".join(f'count(*) FILTER (WHERE "removed:{name}"), ' for name in fractions)
+                         + "count(*) FILTER (WHERE kept) FROM filter_flags JOIN filter_outcome USING (clip_id)").fetchone()
+    return FilterResult(total, int(counts[-1]), cutoffs, {n: int(c) for n, c in zip(fractions, counts)}, unscored)
 
 
-def dataset_version(kept_ids: list[str], fractions: dict[str, float], extra: dict[str, Any] | None = None) -> str:
-    payload = {"kept": sorted(kept_ids), "fractions": dict(sorted(fractions.items())), "extra": extra or {}}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+def eval_held_sql(key_sql: str) -> str:
+    """SQL predicate, true when the row's `key_sql` is held out: `split_eval`'s rule in DuckDB.
+    Parameters: the seed, then `eval_cut(fraction)`."""
+    return f"('0x' || substr(sha256(? || ':' || {key_sql}), 1, 8))::UBIGINT < ?"
+
+
+def eval_cut(fraction: float) -> int:
+    if not 0 <= fraction < 1:
+        raise ValueError(f"eval_fraction must be in [0, 1), got {fraction}")
+    return int(fraction * 2**32)
 
 
 def split_eval(clip_ids: list[str], fraction: float, groups: dict[str, str] | None = None,
@@ -123,9 +126,7 @@ def split_eval(clip_ids: list[str], fraction: float, groups: dict[str, str] | No
     dataset). With groups, every clip of a held-out video is held out: no shot of an eval
     video trains. Without, other clips of the same video may be in training. `seed` salts
     the hash: another seed draws another held-out set, as stable as the first."""
-    if not 0 <= fraction < 1:
-        raise ValueError(f"eval_fraction must be in [0, 1), got {fraction}")
-    cut = int(fraction * 2**32)
+    cut = eval_cut(fraction)
     key = (lambda c: groups[c]) if groups is not None else (lambda c: c)
     held = {c for c in clip_ids if _eval_hash(key(c), seed) < cut}
     return [c for c in clip_ids if c not in held], [c for c in clip_ids if c in held]

@@ -1,11 +1,15 @@
-"""Summary statistics (the paper's Table 1) and per-metric histograms of the annotations."""
+"""Summary statistics (the paper's Table 1) and per-metric histograms of the annotations.
+
+Both are computed in DuckDB (counts per bin, sums), so a table of any size yields a few
+hundred numbers for Python to plot.
+"""
 
 from __future__ import annotations
 
 import io
-from typing import Any
+from dataclasses import dataclass
 
-import numpy as np
+import duckdb
 
 HISTOGRAM_METRICS = {
     "duration_s": "clip length (s)",
@@ -16,33 +20,61 @@ HISTOGRAM_METRICS = {
 }
 
 
-def table1(durations_s: list[float]) -> dict[str, float]:
+@dataclass
+class Histogram:
+    edges: list[float]  # bins + 1 edges; empty when the column has no value
+    counts: list[int]
+    missing: int  # NULLs: unscored clips
+
+    @property
+    def scored(self) -> int:
+        return sum(self.counts)
+
+
+def table1(con: duckdb.DuckDBPyConnection, source: str = "annotations") -> dict[str, float]:
     """Clips, total hours and mean clip length, as in SVD's Table 1."""
-    d = np.asarray(durations_s, dtype=float)
-    return {
-        "clips": int(d.size),
-        "hours": float(d.sum() / 3600.0) if d.size else 0.0,
-        "mean_clip_s": float(d.mean()) if d.size else 0.0,
-    }
+    n, total_s, mean_s = con.execute(f'SELECT count(*), coalesce(sum(duration_s), 0), coalesce(avg(duration_s), 0) '
+                                     f'FROM "{source}"').fetchone()
+    return {"clips": int(n), "hours": float(total_s) / 3600.0, "mean_clip_s": float(mean_s)}
 
 
-def histograms_png(columns: dict[str, list[Any]], title_suffix: str = "", cutoffs: dict[str, float] | None = None) -> bytes:
+def histograms(con: duckdb.DuckDBPyConnection, source: str, metrics: list[str], bins: int = 30) -> dict[str, Histogram]:
+    """Equal-width histograms of each metric column of `source`, counted in SQL."""
+    out = {}
+    for m in metrics:
+        n, lo, hi, missing = con.execute(f'SELECT count({m}), min({m}), max({m}), count(*) - count({m}) '
+                                         f'FROM "{source}"').fetchone()
+        if not n:
+            out[m] = Histogram([], [], int(missing))
+            continue
+        lo, hi = float(lo), float(hi)
+        k = bins if hi > lo else 1
+        width = (hi - lo) / k if hi > lo else 1.0
+        counts = dict(con.execute(
+            f'SELECT least(floor(({m} - ?) / ?)::BIGINT, ?) AS b, count(*) FROM "{source}" WHERE {m} IS NOT NULL '
+            "GROUP BY b", [lo, width, k - 1]).fetchall())
+        out[m] = Histogram([lo + i * width for i in range(k + 1)], [int(counts.get(i, 0)) for i in range(k)],
+                           int(missing))
+    return out
+
+
+def histograms_png(hists: dict[str, Histogram], title_suffix: str = "", cutoffs: dict[str, float] | None = None) -> bytes:
     """One PNG with a histogram per metric (NULLs left out and counted in the title)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [m for m in HISTOGRAM_METRICS if m in columns]
+    names = [m for m in HISTOGRAM_METRICS if m in hists]
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
     for ax, name in zip(axes[0], names):
-        values = [v for v in columns[name] if v is not None]
-        missing = len(columns[name]) - len(values)
-        ax.hist(values, bins=min(30, max(5, len(values) // 2 or 5)), color="#4c72b0")
+        h = hists[name]
+        if h.counts:
+            ax.stairs(h.counts, h.edges, fill=True, color="#4c72b0")
         if cutoffs and cutoffs.get(name) is not None:
             ax.axvline(cutoffs[name], color="#c44e52", linestyle="--", label="cutoff")
             ax.legend(fontsize=7)
-        ax.set_title(HISTOGRAM_METRICS[name] + (f"\n({missing} unscored)" if missing else ""), fontsize=8)
+        ax.set_title(HISTOGRAM_METRICS[name] + (f"\n({h.missing} unscored)" if h.missing else ""), fontsize=8)
         ax.tick_params(labelsize=7)
     if title_suffix:
         fig.suptitle(title_suffix, fontsize=9)

@@ -344,12 +344,28 @@ def _save_final(cfg: TrainConfig, unet, ema, trainable, vae, vae_weights: str, e
         renders = cfg.sample_count and (encoder is not None or (cfg.stage == "video" and not lora))
         rendered = _render_samples(cfg, tmp, dataset, say) if renders else []
         root, rel = cfg.output_uri.rsplit("/", 1)
-        uri = Store(root, cfg.storage_options).put_dir(tmp, rel)
+        uri = _publish_once(Store(root, cfg.storage_options), tmp, rel, digest)
     out = {"checkpoint_uri": uri, "data_version": digest, "vae_weights": vae_weights, "task": cfg.task, **info}
     if rendered:
         out.update(samples_index=f"{uri}/samples/samples.json", sample_videos=len(rendered),
                    sample_seconds_per_video=round(sum(r.seconds for r in rendered) / len(rendered), 3))
     return out
+
+
+def _publish_once(store, folder: str, rel: str, digest: str) -> str:
+    """Copy the finished checkpoint folder to storage. A folder is written once: when the same
+    key already holds these weights (a re-materialization that resumed a finished run) it is
+    kept as it is; other weights under the key are an error, never an overwrite."""
+    from svd_dag.storage import ImmutableArtefactError
+
+    meta_uri = f"{store.uri(rel)}/svd_dag_training.json"
+    if not store.exists(meta_uri):
+        return store.put_dir(folder, rel)
+    existing = json.loads(store.read_bytes(meta_uri)).get("weights_digest")
+    if existing != digest:
+        raise ImmutableArtefactError(f"{store.uri(rel)} already holds weights {existing}, not {digest}: a checkpoint "
+                                     "folder is written once; its key should have changed with what trained it")
+    return store.uri(rel)
 
 
 def _render_samples(cfg: TrainConfig, folder: str, dataset, say) -> list:

@@ -1,0 +1,331 @@
+"""Annotator assets (group `curation`): one table per annotator, keyed by (clip_id, model_version).
+
+Thin wiring over `svd_dag.curation.annotation_batches`: each asset scores the clips that
+have no row under its current model version, a batch at a time (`batch_clips`), and commits
+every batch, so a crash loses at most the batch in flight and the next run does only what is
+missing. Heavy libraries (torch, open_clip, easyocr) are imported inside the asset bodies.
+"""
+
+import json
+from typing import Callable
+
+import dagster as dg
+from pydantic import Field
+
+from svd_dag.assets.common import md_table, source_version
+from svd_dag.resources import CatalogResource, ModelStoreResource, StorageResource
+
+GROUP = "curation"
+BATCH_CODE = ("curation/annotate.py", "curation/annotation_batches.py")
+
+
+class AnnotatorConfig(dg.Config):
+    batch_clips: int = Field(default=256, description="clips scored and committed together; a crash loses at most one batch")
+
+
+def _current_version(cat, annotator: str, table: str) -> dict:
+    rows = cat.rows("SELECT * FROM annotator_versions WHERE annotator = ?", [annotator]) \
+        if "annotator_versions" in cat.tables() else []
+    if not rows:
+        raise RuntimeError(f"{table} has not been materialized yet (no current {annotator} version)")
+    return rows[0]
+
+
+def _combine_weights(*labels: str) -> str:
+    return "random" if "random" in labels else "pretrained"
+
+
+def _result(context, cat, run, table: str, annotator: str, model_version: str, weights: str,
+            extra: dict | None = None) -> dg.MaterializeResult:
+    from svd_dag.curation.annotation_batches import record_version, table_version
+
+    record_version(cat, annotator, model_version, weights, table)
+    version, rows = table_version(cat, table, model_version)
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
+        metadata={
+            "dagster/row_count": rows,
+            "annotator": annotator,
+            "model_version": model_version,
+            "weights": weights,
+            "clips_total": run.total,
+            "scored_this_run": run.scored,
+            "quarantined": run.failed,
+            "batches_committed": run.batches,
+            "catalog_table": f"{cat.path}::{table}",
+            **(extra or {}),
+        },
+    )
+
+
+def _frame_annotator(context, cat, store, table: str, annotator: str, model_version: str, weights: str,
+                     which: str, score: Callable[[dict, list], dict], batch_clips: int, workers: int = 1,
+                     finish_batch: Callable[[list[dict]], list[dict]] | None = None):
+    """Score the stored frame samples of every pending clip, batch by batch."""
+    from svd_dag.curation.annotate import annotate
+    from svd_dag.curation.annotation_batches import on_current_samples, run_batches
+
+    model_version = on_current_samples(cat, model_version)
+
+    def score_batch(clips: list[dict]):
+        done = annotate(store, clips, which, score, annotator, model_version, weights, workers=workers)
+        rows = finish_batch(done.rows) if finish_batch and done.rows else done.rows
+        return rows, done.failures
+
+    run = run_batches(cat, table, model_version, batch_clips, context.log.info, score_batch)
+    return run, model_version
+
+
+class MotionConfig(AnnotatorConfig):
+    flow_width: int = Field(default=256, description="flow is computed on frames resized to this width; scores are "
+                                                     "px of a 320-px-wide frame whatever it is")
+    workers: int = Field(default=0, description="threads computing flow, one clip each (0: one per CPU)")
+
+
+@dg.asset(group_name=GROUP, deps=["clips"], code_version=source_version("curation/motion.py", *BATCH_CODE),
+          kinds={"duckdb", "opencv"})
+def motion_scores(context: dg.AssetExecutionContext, config: MotionConfig, storage: StorageResource,
+                  catalog: CatalogResource) -> dg.MaterializeResult:
+    """Motion per clip: Farneback dense optical flow between consecutive 2-fps samples, mean
+    magnitude over all pixels and pairs (SVD's static-scene filter), computed at
+    `flow_width` pixels wide; magnitudes are pixels of a 320-px-wide frame per 0.5 s at any
+    flow width (so thresholds and motion buckets keep their meaning). Also the mean
+    flow direction and divergence, from which camera-motion labels are derived.
+    """
+    from svd_dag.curation.annotation_batches import json_digest
+    from svd_dag.curation.motion import FARNEBACK, MOTION_UNIT_WIDTH, clip_motion
+
+    cat = catalog.catalog()
+    version = f"farneback-{json_digest([FARNEBACK, config.flow_width])[:8]}@{config.flow_width}px-u{MOTION_UNIT_WIDTH}"
+    run, version = _frame_annotator(context, cat, storage.store(), "motion_scores", "farneback", version, "n/a", "all",
+                                    lambda clip, frames: clip_motion(frames, config.flow_width), config.batch_clips,
+                                    workers=config.workers)
+    return _result(context, cat, run, "motion_scores", "farneback", version, "n/a", extra={
+        "flow_resolution": f"{config.flow_width} px wide, aspect kept; pairs 0.5 s apart (2 fps); "
+                           f"magnitudes in px of a {MOTION_UNIT_WIDTH}-px-wide frame",
+        "farneback": dg.MetadataValue.json(FARNEBACK)})
+
+
+@dg.asset(group_name=GROUP, deps=["clips"], code_version=source_version("curation/ocr.py", *BATCH_CODE),
+          kinds={"duckdb", "pytorch"})
+def ocr_scores(context: dg.AssetExecutionContext, config: AnnotatorConfig, storage: StorageResource,
+               catalog: CatalogResource) -> dg.MaterializeResult:
+    """Text area per clip: CRAFT text detection (easyocr's detector, real weights) on the
+    first, middle and last frames; `text_area` is the largest fraction of a frame covered
+    by text boxes (the paper drops clips with much text: captions, credits, watermarks).
+    """
+    from svd_dag.curation.ocr import get_text_detector
+
+    cat, detector = catalog.catalog(), get_text_detector()
+
+    def score(clip: dict, frames: list) -> dict:
+        fractions = [detector.text_area_fraction(f) for f in frames]
+        return {"text_area": max(fractions), "frame_text_areas": fractions}
+
+    run, version = _frame_annotator(context, cat, storage.store(), "ocr_scores", "craft", detector.version,
+                                    "pretrained", "keyframes", score, config.batch_clips)
+    return _result(context, cat, run, "ocr_scores", "craft", version, "pretrained", extra={
+        "ocr_resolution": "the stored samples (512 px wide by default, see clips.sample_width); "
+                          "boxes of 20 px or less are ignored"})
+
+
+class ClipEmbeddingsConfig(AnnotatorConfig):
+    arch: str = Field(default="ViT-B-32", description="open_clip architecture; the paper's aesthetic head needs ViT-L-14")
+
+
+@dg.asset(group_name=GROUP, deps=["clips"],
+          code_version=source_version("curation/clip_model.py", "curation/embedding_files.py", *BATCH_CODE),
+          kinds={"duckdb", "pytorch", "parquet"})
+def clip_embeddings(context: dg.AssetExecutionContext, config: ClipEmbeddingsConfig, storage: StorageResource,
+                    catalog: CatalogResource, model_store: ModelStoreResource) -> dg.MaterializeResult:
+    """open_clip image embeddings of each clip's first, middle and last frames (L2-normalised)
+    and their normalised mean, stored as float16 in Parquet files under
+    `<storage>/clip_embeddings/` (one per committed batch); the catalog table names each
+    clip's file. Weights come from the model store (`clip/<arch>.*`); with none there, a real
+    architecture with random init is used and every row and downstream score says
+    `weights=random`.
+    """
+    from svd_dag.curation.annotation_batches import json_digest
+    from svd_dag.curation.clip_model import embed_images, load_clip
+    from svd_dag.curation.embedding_files import write_embedding_file
+
+    cat, store = catalog.catalog(), storage.store()
+    model = load_clip(config.arch, model_store.model_store())
+    if model.weights == "random":
+        context.log.warning(f"no CLIP weights for {config.arch} in the model store: random init, scores labelled weights=random")
+
+    def score(clip: dict, frames: list) -> dict:
+        return {"arch": config.arch, "embed_dim": model.embed_dim, "frames": len(frames),
+                "vectors": embed_images(model, frames)}
+
+    folder = f"clip_embeddings/{json_digest(model.version)}"
+
+    def finish_batch(rows: list[dict]) -> list[dict]:
+        uri = write_embedding_file(store, folder, [r["clip_id"] for r in rows], [r.pop("vectors") for r in rows])
+        return [{**r, "embeddings_uri": uri} for r in rows]
+
+    run, version = _frame_annotator(context, cat, store, "clip_embeddings", "open_clip", model.version, model.weights,
+                                    "keyframes", score, config.batch_clips, finish_batch=finish_batch)
+    return _result(context, cat, run, "clip_embeddings", "open_clip", version, model.weights, extra={
+        "arch": config.arch, "embed_dim": model.embed_dim, "storage": "float16 Parquet, one file per batch",
+        "embeddings_root": store.uri(folder)})
+
+
+def _embedding_work(cat, table: str, emb_version: str, select: str = "", join: str = "") -> str:
+    """Pending clips of `table`, each with its current embedding file (NULL when it has none)."""
+    from svd_dag.curation.annotation_batches import pending_sql
+
+    source = ("clips c LEFT JOIN clip_embeddings e ON e.clip_id = c.clip_id AND e.model_version = $emb " + join)
+    return pending_sql(table, cat.tables(), select=f"c.*, e.embeddings_uri, e.arch{select}", source=source,
+                       order="e.embeddings_uri NULLS LAST, c.clip_id")
+
+
+def _by_file(clips: list[dict]) -> dict[str, list[dict]]:
+    files: dict[str, list[dict]] = {}
+    for c in clips:
+        files.setdefault(c["embeddings_uri"], []).append(c)
+    return files
+
+
+@dg.asset(group_name=GROUP, deps=["clip_embeddings"], code_version=source_version("curation/aesthetic.py", *BATCH_CODE),
+          kinds={"duckdb", "pytorch"})
+def aesthetic_scores(context: dg.AssetExecutionContext, config: AnnotatorConfig, storage: StorageResource,
+                     catalog: CatalogResource, model_store: ModelStoreResource) -> dg.MaterializeResult:
+    """LAION aesthetic score per clip: the LAION predictor head (real weights) applied to each
+    key frame's CLIP embedding, averaged. Labelled `weights=random` when the CLIP embeddings
+    came from a random-init model: the head is real but its input is not.
+    """
+    from svd_dag.curation.aesthetic import load_aesthetic_head, random_head, score_embeddings
+    from svd_dag.curation.annotate import clip_ref
+    from svd_dag.curation.annotation_batches import run_batches
+    from svd_dag.curation.datasets import now
+    from svd_dag.curation.embedding_files import read_frame_embeddings
+
+    cat, store = catalog.catalog(), storage.store()
+    emb = _current_version(cat, "open_clip", "clip_embeddings")
+    first = cat.rows("SELECT arch, embed_dim FROM clip_embeddings WHERE model_version = ? LIMIT 1", [emb["model_version"]])
+    arch, dim = (first[0]["arch"], first[0]["embed_dim"]) if first else ("ViT-B-32", 512)
+    head_weights = "pretrained"
+    try:
+        head = load_aesthetic_head(arch, model_store.model_store())
+    except FileNotFoundError as e:
+        context.log.warning(f"{e}: using a random-init head, scores labelled weights=random")
+        head, head_weights = random_head(dim), "random"
+    version = f"{head.version}+{emb['model_version']}"
+    weights = _combine_weights(emb["weights"], head_weights)
+
+    def score_batch(clips: list[dict]):
+        rows, failures, stamp = [], [], now()
+        for uri, group in _by_file(clips).items():
+            if uri is None:
+                failures += [{"uri": clip_ref(c), "clip_id": c["clip_id"],
+                              "reason": f"{clip_ref(c)}: no CLIP embedding (see clip_embeddings quarantine)"} for c in group]
+                continue
+            fe = read_frame_embeddings(store, uri, [c["clip_id"] for c in group])
+            frame_scores = score_embeddings(head, fe.frames)
+            means = fe.per_clip_mean(frame_scores)
+            rows += [{"clip_id": cid, "aesthetic_score": float(means[i]),
+                      "frame_scores": frame_scores[fe.offsets[i]:fe.offsets[i + 1]].tolist(), "head": head.file,
+                      "annotator": "laion_aesthetic", "model_version": version, "weights": weights, "annotated_at": stamp}
+                     for i, cid in enumerate(fe.clip_ids)]
+        return rows, failures
+
+    run = run_batches(cat, "aesthetic_scores", version, config.batch_clips, context.log.info, score_batch,
+                      sql=_embedding_work(cat, "aesthetic_scores", emb["model_version"]),
+                      extra_params={"emb": emb["model_version"]})
+    return _result(context, cat, run, "aesthetic_scores", "laion_aesthetic", version, weights,
+                   extra={"head": head.file, "head_kind": head.kind, "head_weights": head_weights})
+
+
+class CaptionsConfig(AnnotatorConfig):
+    coca_arch: str = Field(default="coca_ViT-B-32", description="open_clip CoCa architecture (weights from coca/<arch>.*)")
+    coca_max_tokens: int = Field(default=20, description="caption length cap; a random-init CoCa never stops early")
+
+
+@dg.asset(group_name=GROUP, deps=["clips"], code_version=source_version("curation/captioners.py", *BATCH_CODE),
+          kinds={"duckdb", "pytorch"})
+def captions(context: dg.AssetExecutionContext, config: CaptionsConfig, storage: StorageResource,
+             catalog: CatalogResource, model_store: ModelStoreResource) -> dg.MaterializeResult:
+    """Synthetic captions per clip, one row per (clip, captioner): CoCa on the middle frame,
+    the video captioner (V-BLIP) on the key frames and an LLM summary of both. Captioners
+    whose weights are not in the model store are reported as not configured; no text is
+    ever made up. Random-init CoCa captions are labelled `weights=random`.
+    """
+    from svd_dag.curation.annotation_batches import json_digest
+    from svd_dag.curation.captioners import build_captioners, caption_clip
+
+    cat = catalog.catalog()
+    captioners = build_captioners(model_store.model_store(), config.coca_arch, coca_max_tokens=config.coca_max_tokens)
+    ready = [c for c in captioners if c.status == "ok"]
+    version = "+".join(f"{c.name}={c.version}" for c in ready) + "@" + json_digest([getattr(c, "params", None) for c in ready])[:8]
+    weights = _combine_weights(*[c.weights or "" for c in ready])
+
+    def score(clip: dict, frames: list) -> dict:
+        texts = caption_clip(ready, frames)
+        return {"caption": texts.get("coca"), "captions_by_model": json.dumps(texts)}
+
+    run, version = _frame_annotator(context, cat, storage.store(), "captions", "captioners", version, weights,
+                                    "keyframes", score, config.batch_clips)
+    status = [{"captioner": c.name, "status": c.status, "weights": c.weights or "-", "version": c.version or "-",
+               "detail": c.detail or ""} for c in captioners]
+    return _result(context, cat, run, "captions", "captioners", version, weights, extra={"captioners": md_table(status)})
+
+
+@dg.asset(group_name=GROUP, deps=["captions", "clip_embeddings"],
+          code_version=source_version("curation/clip_model.py", *BATCH_CODE), kinds={"duckdb", "pytorch"})
+def caption_similarity(context: dg.AssetExecutionContext, config: AnnotatorConfig, storage: StorageResource,
+                       catalog: CatalogResource, model_store: ModelStoreResource) -> dg.MaterializeResult:
+    """CLIP similarity between each clip's CoCa caption and its key frames: the cosine between
+    the caption's text embedding and each frame embedding (same CLIP model), averaged.
+    Labelled `weights=random` if the CLIP model or the captioner was random-init.
+    """
+    from svd_dag.curation.annotate import clip_ref
+    from svd_dag.curation.annotation_batches import run_batches
+    from svd_dag.curation.clip_model import embed_texts, load_clip
+    from svd_dag.curation.datasets import now
+    from svd_dag.curation.embedding_files import read_frame_embeddings
+
+    cat, store = catalog.catalog(), storage.store()
+    emb = _current_version(cat, "open_clip", "clip_embeddings")
+    cap = _current_version(cat, "captioners", "captions")
+    version = f"{emb['model_version']}+{cap['model_version']}"
+    weights = _combine_weights(emb["weights"], cap["weights"])
+    models: dict = {}
+
+    def score_batch(clips: list[dict]):
+        rows, failures, stamp = [], [], now()
+        for uri, group in _by_file(clips).items():
+            usable = [c for c in group if uri is not None and c["caption"]]
+            failures += [{"uri": clip_ref(c), "clip_id": c["clip_id"],
+                          "reason": f"{clip_ref(c)}: no caption or no CLIP embedding to compare"}
+                         for c in group if c not in usable]
+            if not usable:
+                continue
+            arch = usable[0]["arch"]
+            model = models.get(arch) or models.setdefault(arch, load_clip(arch, model_store.model_store()))
+            fe = read_frame_embeddings(store, uri, [c["clip_id"] for c in usable])
+            caption_of = {c["clip_id"]: c["caption"] for c in usable}
+            texts = embed_texts(model, [caption_of[cid] for cid in fe.clip_ids])
+            per_frame = (fe.frames * np_repeat_rows(texts, fe.offsets)).sum(axis=1)
+            sims = fe.per_clip_mean(per_frame)
+            rows += [{"clip_id": cid, "caption_similarity": float(sims[i]), "annotator": "clip_text_image",
+                      "model_version": version, "weights": weights, "annotated_at": stamp}
+                     for i, cid in enumerate(fe.clip_ids)]
+        return rows, failures
+
+    run = run_batches(cat, "caption_similarity", version, config.batch_clips, context.log.info, score_batch,
+                      sql=_embedding_work(cat, "caption_similarity", emb["model_version"], select=", cap.caption",
+                                          join="LEFT JOIN captions cap ON cap.clip_id = c.clip_id "
+                                               "AND cap.model_version = $cap"),
+                      extra_params={"emb": emb["model_version"], "cap": cap["model_version"]})
+    return _result(context, cat, run, "caption_similarity", "clip_text_image", version, weights)
+
+
+def np_repeat_rows(per_clip, offsets):
+    """Each clip's row repeated once per frame of that clip."""
+    import numpy as np
+
+    return np.repeat(per_clip, np.diff(offsets), axis=0)
+
+
+annotator_assets = [motion_scores, ocr_scores, clip_embeddings, aesthetic_scores, captions, caption_similarity]

@@ -1,0 +1,236 @@
+"""Dataset versions: immutable, content-addressed manifests of clips that training reads.
+
+A dataset version is the hash of everything training reads from it: every column of the
+train manifest and of its evaluation split, the thresholds, and the annotator versions
+that produced the scores. Re-annotating with other weights that keep the same clips
+therefore makes a new version. A version folder (manifest, eval manifest, report) is
+written once; different bytes under an existing version are an error, never an overwrite.
+
+All of it is SQL on an open catalog connection (the caller's transaction), so the clips
+never pass through Python: manifests are written by DuckDB to a local file and copied to
+storage, and digests are computed by DuckDB in hash buckets.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from svd_dag.catalog import replace_table_on, table_names, upsert_on
+from svd_dag.storage import Store, file_sha256
+
+MANIFEST_COLUMNS = ("clip_id, video_sha256, video_uri, start_frame, end_frame, start_s, end_s, duration_s, fps, "
+                    "width, height, motion_score, text_area, aesthetic_score, caption_similarity, caption")
+# Bump when what a version hashes changes meaning (a new column of the manifest, another digest).
+VERSION_FORMAT = 2
+DIGEST_BUCKETS = 4096
+
+DATASET_VERSIONS_DDL = """
+CREATE TABLE IF NOT EXISTS dataset_versions (
+    dataset_version VARCHAR, asset VARCHAR, manifest_uri VARCHAR, kept BIGINT, total BIGINT,
+    report VARCHAR, created_at TIMESTAMP)
+"""
+FILTER_DECISIONS_DDL = """
+CREATE TABLE IF NOT EXISTS filter_decisions (
+    clip_id VARCHAR, criterion VARCHAR, value DOUBLE, cutoff DOUBLE, fraction DOUBLE, decision VARCHAR,
+    dataset_version VARCHAR)
+"""
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def json_digest(obj: Any, n: int = 16) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def relation_digest(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None,
+                    key: str = "clip_id") -> tuple[str, int]:
+    """(sha256-style digest, row count) of every row and column of `sql`, in `key` order.
+
+    Rows are hashed as JSON (names, values, nulls) into buckets by their key's hash, each
+    bucket's row hashes concatenated in key order: the result does not depend on how DuckDB
+    stores or orders the rows, and no string grows with the table (10^8 rows make buckets of
+    ~25k hashes)."""
+    row = con.execute(f"""
+        WITH r AS ({sql}),
+             h AS (SELECT r.{key} AS k, md5(to_json(r)::VARCHAR) AS rh FROM r),
+             b AS (SELECT hash_bucket, md5(string_agg(rh, '' ORDER BY k)) AS bh, count(*) AS n
+                   FROM (SELECT *, (('0x' || substr(md5(k::VARCHAR), 1, 8))::UBIGINT % {DIGEST_BUCKETS}) AS hash_bucket
+                         FROM h) GROUP BY hash_bucket)
+        SELECT sha256(coalesce(string_agg(bh, '' ORDER BY hash_bucket), '')), coalesce(sum(n), 0) FROM b""",
+                      list(params or [])).fetchone()
+    return row[0], int(row[1])
+
+
+def annotator_snapshot(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """The annotator versions the current annotations come from (one row per annotator)."""
+    if "annotator_versions" not in table_names(con):
+        return []
+    cols = [r[0] for r in con.execute("DESCRIBE annotator_versions").fetchall()]
+    wanted = [c for c in ("annotator", "table_name", "model_version", "weights") if c in cols]
+    rows = con.execute(f"SELECT {', '.join(wanted)} FROM annotator_versions ORDER BY annotator").fetchall()
+    return [dict(zip(wanted, r)) for r in rows]
+
+
+def weights_label(snapshot: list[dict[str, Any]]) -> str:
+    """'pretrained', or 'random (<annotators>)' when any current score came from random weights."""
+    random_parts = [r["annotator"] for r in snapshot if r.get("weights") == "random"]
+    return f"random ({', '.join(random_parts)})" if random_parts else "pretrained"
+
+
+@dataclass
+class DatasetPart:
+    """One manifest of a version: the catalog table it becomes and the SELECT that fills it."""
+
+    asset: str
+    sql: str
+    params: Sequence[Any] = ()
+    file: str = "manifest.parquet"
+    suffix: str = ""  # appended to the version id in `dataset_versions` ("-eval")
+
+
+@dataclass
+class PublishedVersion:
+    version: str
+    manifest_uris: dict[str, str]
+    rows: dict[str, int]
+    report_uri: str
+    reused: bool
+
+
+def publish_dataset(con: duckdb.DuckDBPyConnection, store: Store, parts: list[DatasetPart],
+                    version_inputs: dict[str, Any], report: dict[str, Any], folder: str,
+                    total: int, make_current: bool = True) -> PublishedVersion:
+    """Write a dataset version (one or more manifests sharing one version id) once, and make it
+    the current content of each part's catalog table, on `con` (inside the caller's transaction,
+    so train and eval change together). `folder` is the storage folder the version id is
+    appended to; `version_inputs` are thresholds, annotator versions and the like."""
+    digests = {}
+    for part in parts:
+        con.execute(f'CREATE OR REPLACE TEMP TABLE "publish:{part.asset}" AS {part.sql}', list(part.params))
+        digests[part.asset] = relation_digest(con, f'SELECT * FROM "publish:{part.asset}"')
+    version = json_digest({"format": VERSION_FORMAT, "parts": {a: d[0] for a, d in digests.items()},
+                           "inputs": version_inputs})
+    report = {**report, "dataset_version": version, "version_inputs": version_inputs,
+              "manifest_digests": {a: d[0] for a, d in digests.items()}}
+    con.execute(DATASET_VERSIONS_DDL)
+    known = {r[0] for r in con.execute("SELECT dataset_version FROM dataset_versions WHERE dataset_version IN "
+                                       "(SELECT unnest(?))", [[version + p.suffix for p in parts]]).fetchall()}
+    uris, reused = {}, True
+    with tempfile.TemporaryDirectory(prefix="dataset-") as tmp:
+        for part in parts:
+            rel = f"{folder}/{version}/{part.file}"
+            uris[part.asset] = store.uri(rel)
+            if version + part.suffix in known and store.exists(rel):
+                continue  # this exact content was published before: written once, reused
+            reused = False
+            local = os.path.join(tmp, part.file)
+            meta = json.dumps(report, sort_keys=True, default=str).replace("'", "''")
+            con.execute(f"""COPY (SELECT *, '{version + part.suffix}' AS dataset_version FROM "publish:{part.asset}")
+                            TO '{local}' (FORMAT parquet, KV_METADATA {{'svd_dag.filter_report': '{meta}'}})""")
+            store.put_file_once(local, rel)
+    # The report holds no clock time (that is in the catalog row), so a rerun writes the same bytes.
+    report_uri = store.write_once(f"{folder}/{version}/filter_report.json",
+                                  json.dumps(report, indent=2, sort_keys=True, default=str).encode())
+    created = now()
+    for part in parts:
+        if make_current:
+            replace_table_on(con, part.asset, f"""SELECT *, '{version + part.suffix}' AS dataset_version
+                                                   FROM "publish:{part.asset}" """)
+        if version + part.suffix not in known:
+            part_report = report if not part.suffix else {"parent": version, "dataset_version": version + part.suffix}
+            upsert_on(con, "dataset_versions", pa.Table.from_pylist([{
+                "dataset_version": version + part.suffix, "asset": part.asset, "manifest_uri": uris[part.asset],
+                "kept": digests[part.asset][1], "total": total if not part.suffix else digests[part.asset][1],
+                "report": json.dumps(part_report, default=str), "created_at": created}]), key=["dataset_version"])
+        con.execute(f'DROP TABLE "publish:{part.asset}"')
+    return PublishedVersion(version, uris, {a: d[1] for a, d in digests.items()}, report_uri, reused)
+
+
+def record_decisions(con: duckdb.DuckDBPyConnection, version: str) -> None:
+    """Every clip's decision per criterion (`filter_decision_rows` from `percentile_filter`) under
+    `version`; a version's rows are written once."""
+    con.execute(FILTER_DECISIONS_DDL)
+    if con.execute("SELECT count(*) FROM filter_decisions WHERE dataset_version = ?", [version]).fetchone()[0]:
+        return
+    con.execute("INSERT INTO filter_decisions SELECT *, ? FROM filter_decision_rows", [version])
+
+
+def current_dataset(cat, asset: str) -> dict:
+    """The `dataset_versions` row of the version `asset`'s catalog table holds now."""
+    sql = (f'SELECT d.* FROM dataset_versions d JOIN (SELECT DISTINCT dataset_version FROM "{asset}") cur '
+           "USING (dataset_version) WHERE d.asset = ?")
+    tables = cat.tables()
+    rows = cat.rows(sql, [asset]) if asset in tables and "dataset_versions" in tables else []
+    if not rows:
+        raise RuntimeError(f"{asset} has no current version: materialize it first")
+    return rows[0]
+
+
+def shard_index_uri(key: str, version: str, digest: str) -> str:
+    """Named by content too: the index of a version grows as more of its clips get shards,
+    and each state of it is its own immutable file."""
+    return f"clip_shards/{key}/index/{version}-{digest[:16]}.parquet"
+
+
+def write_shard_index(cat, store: Store, dataset: dict, key: str) -> dict:
+    """A dataset version's manifest joined with the shards of encode `key` (clips without one
+    keep null shard columns and are read by reference), written once and recorded in
+    `shard_indexes`. The join runs in DuckDB over the manifest streamed from storage."""
+    import pyarrow.dataset as pads
+
+    from svd_dag.curation.shards import SHARD_SCHEMA
+
+    manifest = pads.dataset(store.uri(dataset["manifest_uri"]).removeprefix("s3://"), format="parquet",
+                            filesystem=store.fs)
+    shard_cols = ", ".join(f's."{f.name}"' for f in SHARD_SCHEMA)
+    manifest_cols = [n for n in manifest.schema.names if n not in SHARD_SCHEMA.names]
+    with tempfile.TemporaryDirectory(prefix="shard-index-") as tmp:
+        local = os.path.join(tmp, "index.parquet")
+        with cat.connect() as con:
+            con.register("manifest", manifest)
+            has_shards = "clip_shards" in table_names(con)
+            join = (f"LEFT JOIN (SELECT clip_id, {', '.join(f.name for f in SHARD_SCHEMA)} FROM clip_shards "
+                    "WHERE encode_key = ?) s USING (clip_id)") if has_shards else ""
+            cols = ", ".join(f'm."{c}"' for c in manifest_cols)
+            select = (f"SELECT {cols}, {shard_cols} FROM manifest m {join} ORDER BY m.clip_id" if has_shards else
+                      f"SELECT {cols}, " + ", ".join(f"NULL::{_duck_type(f.type)} AS {f.name}" for f in SHARD_SCHEMA)
+                      + " FROM manifest m ORDER BY m.clip_id")
+            con.execute(f"COPY ({select}) TO '{local}' (FORMAT parquet)", [key] if has_shards else None)
+            clips, sharded = con.execute(f"SELECT count(*), count(shard_uri) FROM read_parquet('{local}')").fetchone()
+        digest = file_sha256(local)
+        uri = store.put_file_once(local, shard_index_uri(key, dataset["dataset_version"], digest))
+    row = {"dataset_version": dataset["dataset_version"], "dataset_asset": dataset["asset"], "encode_key": key,
+           "index_uri": uri, "index_sha256": digest, "clips": int(clips), "sharded": int(sharded), "created_at": now()}
+    cat.upsert("shard_indexes", pa.Table.from_pylist([row]), key=["dataset_version", "encode_key"])
+    return row
+
+
+def _duck_type(t: pa.DataType) -> str:
+    return {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.float64(): "DOUBLE"}[t]
+
+
+def shard_index_for(cat, store: Store, dataset: dict) -> Optional[dict]:
+    """The `shard_indexes` row for a dataset version of lvd_f clips under the latest encode key
+    `clip_shards` used; for a version it did not index (hq_finetune_set, a subset of lvd_f)
+    the index is written now. None when `clip_shards` has never run."""
+    if "shard_indexes" not in cat.tables():
+        return None
+    latest = cat.rows("SELECT encode_key FROM shard_indexes WHERE dataset_asset = 'lvd_f' "
+                      "ORDER BY created_at DESC LIMIT 1")
+    if not latest:
+        return None
+    key = latest[0]["encode_key"]
+    rows = cat.rows("SELECT * FROM shard_indexes WHERE dataset_version = ? AND encode_key = ?",
+                    [dataset["dataset_version"], key])
+    return rows[0] if rows else write_shard_index(cat, store, dataset, key)
