@@ -1,12 +1,13 @@
-"""The DuckDB catalog: one table per tabular asset, plus `quarantine`.
+"""The catalog: one table per tabular asset, plus `quarantine`, in a DuckLake (`svd_dag.lake`).
 
-Connections are short-lived (open, write, close) because Dagster runs sibling assets in
-separate processes and DuckDB allows one writer per file: a writer that finds the file
-locked waits and retries instead of failing the step.
+Every write is one transaction that is retried whole when another writer wins a conflict
+(two runs upserting the same table, a locked SQLite metadata file), so concurrent steps on
+one machine or many never fail for it and never lose a row. Connections are short-lived
+(open, work, close): nothing holds the catalog between batches.
 
 Memory stays bounded whatever the table sizes: DuckDB gets a memory limit and spills to a
-temp folder beside the catalog, and Python reads big results a record batch at a time
-(`worklist`), never as one list.
+scratch folder, and Python reads big results a record batch at a time (`worklist`), never
+as one list.
 """
 
 from __future__ import annotations
@@ -18,20 +19,22 @@ import random
 import shutil
 import tempfile
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from svd_dag.lake import LAKE, LakeConfig, S3Access, is_retryable, lake_cursor, open_lake
+
+T = TypeVar("T")
 QUARANTINE_DDL = """
 CREATE TABLE IF NOT EXISTS quarantine (
     uri VARCHAR NOT NULL,
     sha256 VARCHAR,
     stage VARCHAR NOT NULL,
     reason VARCHAR NOT NULL,
-    quarantined_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (uri, stage)
+    quarantined_at TIMESTAMP NOT NULL
 )
 """
 
@@ -45,11 +48,10 @@ def _untyped_nulls_as_text(data: pa.Table) -> pa.Table:
     return data
 
 
-DEFAULT_MEMORY_LIMIT = "1GB"
-
-
 def table_names(con: duckdb.DuckDBPyConnection) -> set[str]:
-    return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    """The catalog's tables (not the connection's temp tables)."""
+    return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables WHERE table_catalog = ? "
+                                      "AND table_schema = 'main'", [LAKE]).fetchall()}
 
 
 def replace_table_on(con: duckdb.DuckDBPyConnection, name: str, data: pa.Table | str) -> None:
@@ -62,9 +64,10 @@ def replace_table_on(con: duckdb.DuckDBPyConnection, name: str, data: pa.Table |
     con.unregister("incoming")
 
 
-def upsert_on(con: duckdb.DuckDBPyConnection, name: str, data: pa.Table, key: Sequence[str]) -> None:
-    """Insert `data` replacing rows with the same key, on an open connection (inside the
-    caller's transaction); columns a newer writer added are added to the table."""
+def upsert_on(con: duckdb.DuckDBPyConnection, name: str, data: pa.Table, key: Sequence[str] | None) -> None:
+    """Insert `data` replacing rows with the same key (no key: plain append of rows known to be
+    new), on an open connection inside the caller's transaction; columns a newer writer added
+    are added to the table."""
     data = _untyped_nulls_as_text(data)
     con.register("incoming", data)
     con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS SELECT * FROM incoming LIMIT 0')
@@ -73,115 +76,148 @@ def upsert_on(con: duckdb.DuckDBPyConnection, name: str, data: pa.Table, key: Se
         if column not in have:  # a newer writer added a column: older rows read NULL there
             con.execute(f'ALTER TABLE "{name}" ADD COLUMN "{column}" {kind}')
     if data.num_rows:
-        match = " AND ".join(f't."{k}" IS NOT DISTINCT FROM i."{k}"' for k in key)
-        con.execute(f'DELETE FROM "{name}" t WHERE EXISTS (SELECT 1 FROM incoming i WHERE {match})')
+        if key:
+            match = " AND ".join(f't."{k}" IS NOT DISTINCT FROM i."{k}"' for k in key)
+            con.execute(f'DELETE FROM "{name}" t WHERE EXISTS (SELECT 1 FROM incoming i WHERE {match})')
         con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM incoming')
     con.unregister("incoming")
 
 
 class Catalog:
-    def __init__(self, path: str, lock_timeout_s: float = 120.0, memory_limit: str = DEFAULT_MEMORY_LIMIT):
-        self.path = path
-        self.lock_timeout_s = lock_timeout_s
-        self.memory_limit = memory_limit
+    def __init__(self, config: LakeConfig, timeout_s: float = 300.0):
+        self.config = config
+        self.timeout_s = timeout_s
+
+    @classmethod
+    def embedded(cls, folder: str, **kwargs: Any) -> "Catalog":
+        """The no-server default: SQLite metadata and Parquet tables in one local folder."""
+        return cls(LakeConfig(f"sqlite:{os.path.join(folder, 'catalog.sqlite')}", os.path.join(folder, "catalog"),
+                              **kwargs))
+
+    @classmethod
+    def from_settings(cls, settings) -> "Catalog":
+        return cls(LakeConfig(settings.catalog_metadata, settings.catalog_data_uri, password=settings.catalog_password,
+                              s3=S3Access.from_env(), scratch_dir=os.path.join(settings.home, "tmp")))
+
+    @property
+    def path(self) -> str:
+        """The catalog as shown in metadata and logs (no secrets)."""
+        return self.config.describe()
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        deadline, delay = time.monotonic() + self.timeout_s, 0.05
+        while True:
+            try:
+                return attempt()
+            except duckdb.Error as e:
+                if not is_retryable(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
 
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        deadline = time.monotonic() + self.lock_timeout_s
-        while True:
-            try:
-                con = duckdb.connect(self.path, read_only=read_only and os.path.exists(self.path),
-                                     config={"memory_limit": self.memory_limit,
-                                             "temp_directory": self.path + ".tmp"})
-                break
-            except duckdb.IOException as e:
-                if "lock" not in str(e).lower() or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2 + random.random() * 0.5)
+        """A connection to the lake; opening is retried while another writer holds a lock.
+        Writes through it commit statement by statement: use `write` for anything that must
+        commit together. `read_only` attaches the lake read-only on a connection of its own
+        (for consoles: any write then fails); the code location's own reads share the
+        process's attached lake."""
+        if read_only and self.config.exists():
+            con = self._retrying(lambda: open_lake(self.config, read_only=True))
+        else:
+            con = self._retrying(lambda: lake_cursor(self.config))
         try:
             yield con
         finally:
             con.close()
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One write connection whose statements commit together, or not at all."""
-        with self.connect() as con:
-            con.execute("BEGIN")
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
+    def write(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run `work(con)` in one transaction: all of it commits, or none. On a conflict with
+        another writer the whole transaction runs again, so `work` must be safe to repeat
+        (everything here is: upserts, replaces, write-once files)."""
+        def attempt() -> T:
+            with self.connect() as con:
+                con.execute("BEGIN")
+                try:
+                    result = work(con)
+                    con.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(duckdb.Error):
+                        con.execute("ROLLBACK")
+                    raise
+                return result
+        return self._retrying(attempt)
 
     @contextlib.contextmanager
     def worklist(self, sql: str, params: Sequence[Any] | dict | None = None) -> Iterator[pq.ParquetFile]:
         """The result of `sql`, spooled to a local Parquet file that the caller reads a batch
         at a time (`iter_batches`) while it writes to the catalog between batches: no
         connection stays open, and no Python list holds the whole result."""
-        folder = tempfile.mkdtemp(prefix="worklist-", dir=os.path.dirname(os.path.abspath(self.path)))
+        os.makedirs(self.config.scratch_dir, exist_ok=True)
+        folder = tempfile.mkdtemp(prefix="worklist-", dir=self.config.scratch_dir)
         try:
             target = os.path.join(folder, "work.parquet")
-            with self.connect(read_only=True) as con:
+            with self.connect() as con:
                 con.execute(f"COPY ({sql}) TO '{target}' (FORMAT parquet)", params or None)
             yield pq.ParquetFile(target)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
     def scalar(self, sql: str, params: Sequence[Any] | dict | None = None) -> Any:
-        with self.connect(read_only=True) as con:
+        with self.connect() as con:
             row = con.execute(sql, params or None).fetchone()
         return row[0] if row else None
 
     def tables(self) -> set[str]:
-        if not os.path.exists(self.path):
+        if not self.config.exists():
             return set()
-        with self.connect(read_only=True) as con:
+        with self.connect() as con:
             return table_names(con)
 
     def query(self, sql: str, params: Sequence[Any] | dict | None = None) -> pa.Table:
-        with self.connect(read_only=True) as con:
-            return con.sql(sql, params=params or None).to_arrow_table()
+        with self.connect() as con:
+            return con.execute(sql, params or None).fetch_arrow_table()
 
     def rows(self, sql: str, params: Sequence[Any] | dict | None = None) -> list[dict[str, Any]]:
         return self.query(sql, params).to_pylist()
 
     def replace_table(self, name: str, data: pa.Table) -> None:
         """Make `name` exactly `data` (an inventory snapshot, a manifest)."""
-        with self.connect() as con:
-            replace_table_on(con, name, data)
+        self.write(lambda con: replace_table_on(con, name, data))
 
     def upsert(self, name: str, data: pa.Table, key: Sequence[str]) -> None:
         """Insert `data`, replacing rows with the same key: re-running never duplicates."""
-        with self.transaction() as con:
-            upsert_on(con, name, data, key)
+        self.write(lambda con: upsert_on(con, name, data, key))
+
+    def append(self, name: str, data: pa.Table) -> None:
+        """Insert rows known to be new, without a key check (bulk loads)."""
+        self.write(lambda con: upsert_on(con, name, data, key=None))
 
     def delete_where(self, name: str, column: str, values: Sequence[Any]) -> None:
         if name not in self.tables() or not values:
             return
-        with self.connect() as con:
-            con.execute(f'DELETE FROM "{name}" WHERE "{column}" IN (SELECT unnest(?))', [list(values)])
+        self.write(lambda con: con.execute(f'DELETE FROM "{name}" WHERE "{column}" IN (SELECT unnest(?))',
+                                           [list(values)]))
 
     def quarantine(self, records: Sequence[dict[str, Any]]) -> None:
         """Record inputs that could not be processed, keyed by (uri, stage)."""
+        if not records:
+            return
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        with self.connect() as con:
+        rows = pa.Table.from_pylist([{"uri": r["uri"], "sha256": r.get("sha256"), "stage": r["stage"],
+                                      "reason": r["reason"], "quarantined_at": now} for r in records])
+
+        def work(con):
             con.execute(QUARANTINE_DDL)
-            for r in records:
-                con.execute(
-                    "INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?)",
-                    [r["uri"], r.get("sha256"), r["stage"], r["reason"], now],
-                )
+            upsert_on(con, "quarantine", rows, key=["uri", "stage"])
+        self.write(work)
 
     def release_from_quarantine(self, stage: str, uris: Sequence[str]) -> None:
         """An input that now processes cleanly leaves the quarantine for that stage."""
-        if not uris:
+        if not uris or "quarantine" not in self.tables():
             return
-        with self.connect() as con:
-            con.execute(QUARANTINE_DDL)
-            con.execute("DELETE FROM quarantine WHERE stage = ? AND uri IN (SELECT unnest(?))", [stage, list(uris)])
+        self.write(lambda con: con.execute("DELETE FROM quarantine WHERE stage = ? AND uri IN (SELECT unnest(?))",
+                                           [stage, list(uris)]))
 
     def quarantined(self, stage: str | None = None) -> list[dict[str, Any]]:
         if "quarantine" not in self.tables():
@@ -189,3 +225,16 @@ class Catalog:
         if stage is None:
             return self.rows("SELECT * FROM quarantine ORDER BY uri, stage")
         return self.rows("SELECT * FROM quarantine WHERE stage = ? ORDER BY uri", [stage])
+
+    def compact(self) -> None:
+        """Merge the small Parquet files that per-batch commits leave and flush inlined rows
+        into files. Snapshots are kept (nothing is expired), so time travel still works."""
+        def work(con):
+            con.execute(f"CALL ducklake_flush_inlined_data('{LAKE}')")
+            con.execute(f"CALL ducklake_merge_adjacent_files('{LAKE}')")
+        with self.connect() as con:  # maintenance calls run outside an explicit transaction
+            self._retrying(lambda: work(con))
+
+    def snapshot(self) -> int:
+        """The id of the catalog's latest snapshot (every commit makes one)."""
+        return int(self.scalar(f"SELECT max(snapshot_id) FROM ducklake_snapshots('{LAKE}')"))

@@ -35,7 +35,11 @@ def build_resources(settings: Settings) -> dict:
         "raw_storage": StorageResource(uri=settings.raw_uri or str(bundled_samples_dir()), s3_endpoint_url=s3_endpoint),
         "storage": StorageResource(uri=settings.storage_uri, s3_endpoint_url=s3_endpoint),
         "votes_storage": StorageResource(uri=settings.votes_uri, s3_endpoint_url=s3_endpoint),
-        "catalog": CatalogResource(path=settings.catalog_path),
+        "catalog": CatalogResource(
+            metadata=settings.catalog_metadata, data_uri=settings.catalog_data_uri,
+            password=dg.EnvVar("SVD_DAG_CATALOG_PASSWORD") if settings.catalog_password else None,
+            scratch_dir=os.path.join(settings.home, "tmp"),
+        ),
         "model_store": ModelStoreResource(
             uri=settings.models_uri,
             cache_dir=os.path.join(settings.home, "model_cache"),

@@ -46,7 +46,7 @@ def main() -> int:
             result = defs.resolve_job_def("finetunes").execute_in_process(instance=instance, raise_on_error=False)
         if result.success:
             result = _evaluate(defs, instance)
-    cat = Catalog(settings.catalog_path)
+    cat = Catalog.from_settings(settings)
     _report(cat, settings, raw)
     if not result.success:
         print("[svd-dag] the run FAILED; see the step errors above (or open the UI)", file=sys.stderr)
@@ -156,7 +156,8 @@ def _report(cat, settings, raw: str) -> None:
             _print_samples(r["checkpoint_uri"], indent=" " * 37)
         _leaderboard(cat, settings)
     print(f"data:    {settings.storage_uri}")
-    print(f"catalog: {settings.catalog_path}  (duckdb {shlex.quote(settings.catalog_path)} 'SELECT * FROM lvd_f')")
+    print(f"catalog: {cat.path}")
+    print(f"  ask it: SVD_DAG_HOME={shlex.quote(settings.home)} .venv/bin/svd-dag sql 'SELECT * FROM lvd_f LIMIT 5'")
     print("open the Dagster UI on the same instance:")
     print(f"  DAGSTER_HOME={shlex.quote(settings.dagster_home)} SVD_DAG_HOME={shlex.quote(settings.home)} "
           f".venv/bin/dagster dev -w workspace.yaml   # then http://127.0.0.1:3000")

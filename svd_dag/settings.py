@@ -36,24 +36,29 @@ class Settings:
     dagster_home: str
     shared_weights_dir: str
     votes_uri: str  # preference vote files (CSV/Parquet) from labelling vendors: a folder or s3:// prefix
-
-    @property
-    def catalog_path(self) -> str:
-        return os.path.join(self.home, "catalog.duckdb")
+    # The catalog (a DuckLake): metadata `sqlite:<file>` (default, under home) or `postgres:<dsn>`;
+    # its tables' Parquet files under `catalog_data_uri` (default: <storage>/catalog).
+    catalog_metadata: str = ""
+    catalog_data_uri: str = ""
+    catalog_password: str | None = None
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     home = os.path.abspath(env.get("SVD_DAG_HOME") or ".svd_dag")
     repo_root = Path(__file__).resolve().parent.parent
+    storage_uri = env.get("SVD_DAG_STORAGE_URI") or os.path.join(home, "data")
     return Settings(
         home=home,
         raw_uri=env.get("SVD_DAG_RAW_URI") or "",
-        storage_uri=env.get("SVD_DAG_STORAGE_URI") or os.path.join(home, "data"),
+        storage_uri=storage_uri,
         models_uri=env.get("SVD_DAG_MODELS_URI") or os.path.join(home, "models"),
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.join(home, 'mlflow.db')}",
         dagster_home=env.get("DAGSTER_HOME") or os.path.join(home, "dagster"),
         shared_weights_dir=env.get("SVD_DAG_SHARED_WEIGHTS")
         or str((repo_root.parent / "shared" / "weights").resolve()),
         votes_uri=env.get("SVD_DAG_VOTES_URI") or os.path.join(home, "votes"),
+        catalog_metadata=env.get("SVD_DAG_CATALOG") or f"sqlite:{os.path.join(home, 'catalog.sqlite')}",
+        catalog_data_uri=env.get("SVD_DAG_CATALOG_DATA_URI") or f"{storage_uri.rstrip('/')}/catalog",
+        catalog_password=env.get("SVD_DAG_CATALOG_PASSWORD") or None,
     )

@@ -124,7 +124,7 @@ def curated(tmp_path_factory, bikes_path):
     defs = build_defs(settings)
     curation = defs.resolve_job_def("recuration").execute_in_process(instance=instance, run_config=run_config(lvd_f=LVD_F_SESSION))
     assert curation.success
-    cat = Catalog(settings.catalog_path)
+    cat = Catalog.from_settings(settings)
     held = cat.rows("SELECT c.video_uri, c.start_frame FROM lvd_f_eval e JOIN clips c USING (clip_id) ORDER BY 1")
     assert [(os.path.basename(r["video_uri"]), r["start_frame"]) for r in held] == [("bikes.mp4", 76), ("fade.mp4", 0)], \
         "the synthetic videos' bytes changed, so eval_seed no longer draws the split the session relies on"
@@ -139,3 +139,33 @@ def trained(curated):
     )
     assert result.success
     return result
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A real PostgreSQL (PyPI's pgserver binaries) on a unix socket for the session, stopped by its pid.
+
+    Yields a function making a fresh database and returning its libpq DSN."""
+    import signal
+    import time
+
+    import pgserver
+
+    server = pgserver.get_server(str(tmp_path_factory.mktemp("pg") / "pgdata"), cleanup_mode=None)
+    pid, host = server.get_pid(), server.get_postmaster_info().socket_dir
+    made = []
+
+    def database() -> str:
+        name = f"catalog_{len(made)}"
+        server.psql(f"CREATE DATABASE {name};")
+        made.append(name)
+        return f"dbname={name} user=postgres host={host}"
+
+    yield database
+    os.kill(pid, signal.SIGTERM)  # smart shutdown: waits for the session's connections to end
+    for _ in range(200):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)

@@ -40,9 +40,9 @@ def _publish_lvd_f(cat: Catalog, store: Store) -> str:
     scores = {"motion_score", "text_area", "aesthetic_score", "caption_similarity"}
     columns = ", ".join(f"NULL::DOUBLE AS {c}" if c in scores else "'a test caption' AS caption" if c == "caption" else c
                         for c in MANIFEST_COLUMNS.replace(" ", "").split(","))
-    with cat.transaction() as con:
-        return publish_dataset(con, store, [DatasetPart("lvd_f", f"SELECT {columns} FROM clips ORDER BY clip_id")],
-                               version_inputs={"test": "every clip kept"}, report={}, folder="lvd_f", total=0).version
+    return cat.write(lambda con: publish_dataset(
+        con, store, [DatasetPart("lvd_f", f"SELECT {columns} FROM clips ORDER BY clip_id")],
+        version_inputs={"test": "every clip kept"}, report={}, folder="lvd_f", total=0)).version
 
 
 def _shard_files(store: Store) -> dict[str, str]:
@@ -62,7 +62,7 @@ def world(tmp_path_factory, bikes_path):
                               "SVD_DAG_MODELS_URI": str(root / "models")})
     defs, instance = build_defs(settings), dg.DagsterInstance.ephemeral()
     job = defs.resolve_job_def("recuration")
-    cat, store = Catalog(settings.catalog_path), Store(settings.storage_uri)
+    cat, store = Catalog.from_settings(settings), Store(settings.storage_uri)
 
     def shard(config=SMALL):
         result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("clip_shards")],

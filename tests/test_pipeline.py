@@ -45,7 +45,7 @@ def world(tmp_path_factory, bikes_path):
     third = job.execute_in_process(
         instance=instance, run_config={"ops": {"motion_scores": {"config": {"flow_width": 192}}}}
     )
-    return {"settings": settings, "cat": Catalog(settings.catalog_path), "runs": [first, second, third],
+    return {"settings": settings, "cat": Catalog.from_settings(settings), "runs": [first, second, third],
             "meta": [_metadata(r) for r in (first, second, third)]}
 
 

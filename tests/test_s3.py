@@ -46,7 +46,7 @@ def test_curation_reads_raw_video_from_s3_and_writes_artefacts_there(s3_world):
     settings, result = s3_world["settings"], s3_world["result"]
     assert result.success
 
-    cat = Catalog(settings.catalog_path)
+    cat = Catalog.from_settings(settings)
     inventory = {r["uri"]: r for r in cat.rows("SELECT uri, status, sha256 FROM raw_videos")}
     assert inventory["s3://raw-videos/incoming/bikes.mp4"]["status"] == "ok"
     assert inventory["s3://raw-videos/incoming/sub/broken.mp4"]["status"] == "quarantined"
@@ -79,7 +79,7 @@ def test_training_writes_checkpoints_to_s3_and_continues_from_an_s3_parent(s3_wo
         run_config={"ops": {"stage1_image_checkpoint": {"config": {**short, "vae_fit_steps": 10}},
                             "stage2_video_checkpoint": {"config": short}}})
     assert result.success
-    rows = {r["asset"]: r for r in Catalog(settings.catalog_path).rows("SELECT * FROM checkpoints")}
+    rows = {r["asset"]: r for r in Catalog.from_settings(settings).rows("SELECT * FROM checkpoints")}
     stage1, stage2 = rows["stage1_image_checkpoint"], rows["stage2_video_checkpoint"]
     assert stage1["checkpoint_uri"].startswith("s3://curated/svd/checkpoints/stage1_image_checkpoint/")
     assert stage1["data_source"] == "shards"

@@ -68,15 +68,18 @@ def filter_ablation(context: dg.AssetExecutionContext, config: AblationConfig, s
     cell = cell_name(criterion, level)
     cat, store = catalog.catalog(), storage.store()
     fractions = cell_fractions(criterion, level)
-    with cat.transaction() as con:
+
+    def publish(con):
         result = percentile_filter(con, fractions, source="annotations")
-        published = publish_dataset(
+        return result, publish_dataset(
             con, store, [DatasetPart(f"filter_ablation:{cell}", f"SELECT {MANIFEST_COLUMNS} FROM annotations "
                                                                 "JOIN filter_outcome USING (clip_id) WHERE kept ORDER BY clip_id")],
             version_inputs={"ablation_cell": cell, "remove_fractions": fractions},
             report={"remove_fractions": fractions, "cutoffs": result.cutoffs, "removed": result.removed,
                     "total": result.total},
             folder=f"filter_ablation/{criterion}/{level}", total=result.total, make_current=False)
+
+    result, published = cat.write(publish)
     version, manifest_uri = published.version, published.manifest_uris[f"filter_ablation:{cell}"]
     dataset = {"dataset_version": version, "manifest_uri": manifest_uri, "asset": f"filter_ablation:{cell}"}
     trained = train_checkpoint(context, "ablation", config, dataset, current_checkpoint(cat, "stage1_image_checkpoint"),

@@ -189,12 +189,12 @@ def clips(
         progress.advance(len(batch))
     # Videos no longer in the inventory drop out of the current set of clips.
     if "clips" in cat.tables():
-        with cat.transaction() as con:
-            con.execute("DELETE FROM clips WHERE video_sha256 NOT IN (SELECT unnest(?))", [list(videos)])
+        cat.write(lambda con: con.execute("DELETE FROM clips WHERE video_sha256 NOT IN (SELECT unnest(?))",
+                                          [list(videos)]))
 
     from svd_dag.curation.datasets import relation_digest
 
-    with cat.connect(read_only=True) as con:
+    with cat.connect() as con:
         n_clips, hours = con.execute("SELECT count(*), coalesce(sum(duration_s), 0) / 3600 FROM clips").fetchone() \
             if "clips" in table_names(con) else (0, 0.0)
         pass_counts = dict(con.execute("SELECT p, count(*) FROM (SELECT unnest(boundary_passes) AS p FROM clips) "
@@ -240,13 +240,16 @@ def _commit_scans(context, cat: Catalog, outcomes: list, key: str, totals: dict)
                       "decode_note": o.value["decode_note"], "dropped_short": o.value["dropped_short"],
                       "boundaries": json.dumps(o.value["boundaries"]), "samples_uri": o.value["samples_uri"],
                       "scanned_at": _now()})
-    with cat.transaction() as con:
+
+    def commit(con):
         if "clips" in table_names(con):  # videos rescanned or failed lose their old rows
             con.execute("DELETE FROM clips WHERE video_sha256 IN (SELECT unnest(?))", [[o.item.sha256 for o in outcomes]])
         if rows:
             upsert_on(con, "clips", pa.Table.from_pylist(rows), key=["clip_id"])
         if scans:
             upsert_on(con, "video_scans", pa.Table.from_pylist(scans), key=["video_sha256", "scan_key"])
+
+    cat.write(commit)
     cat.quarantine(failed)
     cat.release_from_quarantine("clips", [s["uri"] for s in scans])
     totals["ok"] += len(scans)

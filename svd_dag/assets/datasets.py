@@ -52,12 +52,13 @@ def annotations(context: dg.AssetExecutionContext, storage: StorageResource, cat
     from svd_dag.curation.stats import HISTOGRAM_METRICS, histograms, histograms_png, table1
 
     cat = catalog.catalog()
-    with cat.transaction() as con:
+
+    def join(con):
         con.execute(ANNOTATIONS_SQL)
-        versions = annotator_snapshot(con)
-        stats = table1(con)
-        hists = histograms(con, "annotations", list(HISTOGRAM_METRICS))
-        digest, n = relation_digest(con, "SELECT * FROM annotations")
+        return (annotator_snapshot(con), table1(con), histograms(con, "annotations", list(HISTOGRAM_METRICS)),
+                relation_digest(con, "SELECT * FROM annotations"))
+
+    versions, stats, hists, (digest, n) = cat.write(join)
     random_parts = [v["annotator"] for v in versions if v["weights"] == "random"]
     label = f"weights=random ({', '.join(random_parts)})" if random_parts else "weights=pretrained"
     png = histograms_png(hists, title_suffix=f"{n} clips; {label}")
@@ -147,16 +148,18 @@ def lvd_f(context: dg.AssetExecutionContext, config: LvdFConfig, storage: Storag
                   "eval_seed": config.eval_seed}
     key = "a.clip_id" if config.eval_split_by == "clip" else "a.video_sha256"
     split = [config.eval_seed, eval_cut(config.eval_fraction)]
-    with cat.transaction() as con:
+
+    def publish(con):
+        """Filter, split and publish in one transaction: train and eval always come from one version."""
         result = percentile_filter(con, fractions, absolute_max_text_area=config.text_max_area)
         con.execute(f"""CREATE OR REPLACE TEMP TABLE lvd_f_split AS
                         SELECT {", ".join("a." + c.strip() for c in MANIFEST_COLUMNS.split(","))},
                                {eval_held_sql(key)} AS held
                         FROM annotations a JOIN filter_outcome o USING (clip_id) WHERE o.kept""", split)
         annotators = annotator_snapshot(con)
-        weights = weights_label(annotators)
         report = {"thresholds": thresholds, "cutoffs": result.cutoffs, "removed_by_criterion": result.removed,
-                  "unscored": result.unscored, "total": result.total, "weights": weights, "annotators": annotators}
+                  "unscored": result.unscored, "total": result.total, "weights": weights_label(annotators),
+                  "annotators": annotators}
         published = publish_dataset(
             con, store,
             [DatasetPart("lvd_f", f"SELECT {MANIFEST_COLUMNS} FROM lvd_f_split WHERE NOT held ORDER BY clip_id"),
@@ -165,7 +168,10 @@ def lvd_f(context: dg.AssetExecutionContext, config: LvdFConfig, storage: Storag
             version_inputs={"thresholds": thresholds, "annotators": annotators}, report=report, folder="lvd_f",
             total=result.total)
         record_decisions(con, published.version)
-        hists = histograms(con, "annotations", list(METRIC_OF.values()))
+        return result, annotators, published, histograms(con, "annotations", list(METRIC_OF.values()))
+
+    result, annotators, published, hists = cat.write(publish)
+    weights = weights_label(annotators)
     version, kept, held = published.version, published.rows["lvd_f"], published.rows["lvd_f_eval"]
     if published.reused:
         context.log.info(f"lvd_f {version} was published before with this exact content: reused, nothing rewritten")

@@ -60,7 +60,8 @@ def hq_finetune_set(context: dg.AssetExecutionContext, config: HqSetConfig, stor
     cat, store = catalog.catalog(), storage.store()
     parent = current_dataset(cat, "lvd_f")
     fractions = config.fractions()
-    with cat.transaction() as con:
+
+    def publish(con):
         con.execute("CREATE OR REPLACE TEMP VIEW hq_source AS "
                     "SELECT * FROM annotations WHERE clip_id IN (SELECT clip_id FROM lvd_f)")
         result = percentile_filter(con, fractions, source="hq_source")
@@ -68,12 +69,14 @@ def hq_finetune_set(context: dg.AssetExecutionContext, config: HqSetConfig, stor
         report = {"parent_dataset_version": parent["dataset_version"], "thresholds": {"remove_fractions": fractions},
                   "cutoffs": result.cutoffs, "removed_by_criterion": result.removed, "unscored": result.unscored,
                   "total": result.total, "weights": weights_label(annotators), "annotators": annotators}
-        published = publish_dataset(
+        return result, report, publish_dataset(
             con, store, [DatasetPart("hq_finetune_set", f"SELECT {MANIFEST_COLUMNS} FROM annotations JOIN filter_outcome "
                                                         "USING (clip_id) WHERE kept ORDER BY clip_id")],
             version_inputs={"parent": parent["dataset_version"], "remove_fractions": fractions,
                             "annotators": annotators},
             report=report, folder="hq_finetune_set", total=result.total)
+
+    result, report, published = cat.write(publish)
     kept = published.rows["hq_finetune_set"]
     return dg.MaterializeResult(
         data_version=dg.DataVersion(published.version),

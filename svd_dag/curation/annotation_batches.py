@@ -155,7 +155,7 @@ def table_version(cat: Catalog, table: str, model_version: str) -> tuple[str, in
     """(content digest, rows) of `table`'s rows under `model_version`: the asset's data version."""
     if table not in cat.tables():
         return json_digest([model_version, "empty"]), 0
-    with cat.connect(read_only=True) as con:
+    with cat.connect() as con:
         digest, n = relation_digest(con, f'SELECT * EXCLUDE (annotated_at) FROM "{table}" WHERE model_version = ?',
                                     [model_version])
     return json_digest([model_version, digest]), n

@@ -1,0 +1,109 @@
+"""A run killed mid-way keeps every batch it committed; the next run does only what is missing.
+
+The run under test is a real `execute_in_process` in a child process, killed with SIGKILL as
+soon as the catalog shows its first committed batch (no cleanup code gets to run), then
+re-run to the end in this process.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import dagster as dg
+import pytest
+
+import synth
+from svd_dag.catalog import Catalog
+from svd_dag.definitions import build_defs
+from svd_dag.settings import load_settings
+
+CHILD = textwrap.dedent("""
+    import json, sys
+    import dagster as dg
+    from svd_dag.definitions import build_defs
+    from svd_dag.settings import load_settings
+    env, assets, config = json.loads(sys.argv[1])
+    job = build_defs(load_settings(env)).resolve_implicit_global_asset_job_def()
+    job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), asset_selection=[dg.AssetKey(a) for a in assets],
+                           run_config={"ops": config})
+""")
+
+
+@pytest.fixture()
+def corpus(tmp_path, bikes_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(bikes_path, raw / "bikes.mp4")
+    for i in range(3):
+        synth.moving_video(str(raw / f"pan{i}.mp4"), seconds=3.0 + i, speed=1.0 + i)
+    env = {"SVD_DAG_HOME": str(tmp_path / "home"), "SVD_DAG_RAW_URI": str(raw),
+           "SVD_DAG_MODELS_URI": str(tmp_path / "models"), "SVD_DAG_MAX_WORKERS": "1"}
+    return env
+
+
+def _kill_after_first_commit(env: dict, assets: list[str], config: dict, table: str) -> int:
+    """Start the run in a child, SIGKILL it once `table` has rows, return the rows it left."""
+    import json
+
+    cat = Catalog.from_settings(load_settings(env))
+    child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps([env, assets, config])],
+                             env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        start = time.monotonic()
+        polls = 0
+        while time.monotonic() < start + 240 and child.poll() is None:
+            polls += 1
+            if table in cat.tables() and cat.scalar(f'SELECT count(*) FROM "{table}"'):
+                break
+            time.sleep(0.2)
+        assert child.poll() is None, (f"the run finished before it could be killed ({polls} polls in "
+                                      f"{time.monotonic() - start:.1f} s): make the work slower")
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(30)
+    return int(cat.scalar(f'SELECT count(*) FROM "{table}"'))
+
+
+def _materialize(env: dict, assets: list[str], config: dict) -> dict:
+    result = build_defs(load_settings(env)).resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), asset_selection=[dg.AssetKey(a) for a in assets],
+        run_config={"ops": config})
+    assert result.success
+    return {ev.event_specific_data.materialization.asset_key.to_user_string():
+            {k: getattr(v, "value", v) for k, v in ev.event_specific_data.materialization.metadata.items()}
+            for ev in result.get_asset_materialization_events()}
+
+
+def test_a_killed_annotator_keeps_its_batches_and_the_rerun_scores_only_the_rest(corpus):
+    _materialize(corpus, ["raw_videos", "clips"], {})
+    cat = Catalog.from_settings(load_settings(corpus))
+    total = int(cat.scalar("SELECT count(*) FROM clips"))
+    # One clip per batch, flow at 1024 px: seconds per clip, so the kill lands mid-run.
+    slow = {"motion_scores": {"config": {"batch_clips": 1, "flow_width": 1024, "workers": 1}}}
+    kept = _kill_after_first_commit(corpus, ["motion_scores"], slow, "motion_scores")
+    assert 1 <= kept < total
+    rerun = _materialize(corpus, ["motion_scores"], slow)["motion_scores"]
+    assert rerun["scored_this_run"] == total - kept
+    assert rerun["dagster/row_count"] == total
+    assert cat.scalar("SELECT count(*) FROM motion_scores") == cat.scalar(
+        "SELECT count(DISTINCT (clip_id, model_version)) FROM motion_scores") == total
+    assert _materialize(corpus, ["motion_scores"], slow)["motion_scores"]["scored_this_run"] == 0
+
+
+def test_a_killed_clips_run_keeps_the_videos_it_committed(corpus):
+    _materialize(corpus, ["raw_videos"], {})
+    one_by_one = {"clips": {"config": {"batch_videos": 1}}}
+    _kill_after_first_commit(corpus, ["clips"], one_by_one, "video_scans")
+    cat = Catalog.from_settings(load_settings(corpus))
+    scanned = int(cat.scalar("SELECT count(DISTINCT video_sha256) FROM video_scans"))
+    assert 1 <= scanned < 4
+    assert cat.scalar("SELECT count(DISTINCT video_sha256) FROM clips") == scanned  # clips and scans commit together
+    rerun = _materialize(corpus, ["clips"], one_by_one)["clips"]
+    assert rerun["videos_reused"] == scanned and rerun["videos_decoded_this_run"] == 4 - scanned
+    assert cat.scalar("SELECT count(*) FROM clips") == cat.scalar("SELECT count(DISTINCT clip_id) FROM clips")
