@@ -222,8 +222,13 @@ def test_new_scores_for_the_same_clips_make_a_new_dataset_version_and_stale_trai
     assert stale("stage1_image_checkpoint") == "MISSING"  # never trained here; stale once it has been
     versions = {r["dataset_version"] for r in cat.rows("SELECT dataset_version FROM dataset_versions WHERE asset = 'lvd_f'")}
     assert {before["lvd_f"]["dataset_version"], after["lvd_f"]["dataset_version"]} <= versions
+    old = pq.read_table(before["lvd_f"]["manifest_uri"])
     assert pq.read_table(after["lvd_f"]["manifest_uri"]).column("motion_score").to_pylist() != \
-        pq.read_table(before["lvd_f"]["manifest_uri"]).column("motion_score").to_pylist()
+        old.column("motion_score").to_pylist()
+    # The catalog as it was when the old version was published: its lvd_f table is the old manifest.
+    snapshot = before["lvd_f"]["catalog_snapshot"]
+    assert cat.rows(f"SELECT clip_id, motion_score FROM lvd_f AT (VERSION => {snapshot}) ORDER BY clip_id") == \
+        old.select(["clip_id", "motion_score"]).to_pylist()
 
 
 def test_a_version_folder_is_never_overwritten(tmp_path):

@@ -40,6 +40,7 @@ def _result(context, cat, run, table: str, annotator: str, model_version: str, w
     from svd_dag.curation.annotation_batches import record_version, table_version
 
     record_version(cat, annotator, model_version, weights, table)
+    cat.compact()  # the run's per-batch commits become a few Parquet files
     version, rows = table_version(cat, table, model_version)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),

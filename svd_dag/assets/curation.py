@@ -194,6 +194,7 @@ def clips(
 
     from svd_dag.curation.datasets import relation_digest
 
+    cat.compact()
     with cat.connect() as con:
         n_clips, hours = con.execute("SELECT count(*), coalesce(sum(duration_s), 0) / 3600 FROM clips").fetchone() \
             if "clips" in table_names(con) else (0, 0.0)
@@ -325,6 +326,7 @@ def clip_shards(
             written, failures, shards = written + len(run.rows), failures + len(run.failures), shards + run.shards
             failed_sample += [{"clip": clip_ref(f["clip"]), "reason": f["reason"]} for f in run.failures][:50 - len(failed_sample)]
             progress.advance(len(batch))
+    cat.compact()
     recorded = write_shard_index(cat, store, {**dataset, "asset": "lvd_f"}, key)
     shard_uris = [r["shard_uri"] for r in cat.rows(
         "SELECT DISTINCT shard_uri FROM clip_shards WHERE encode_key = ? AND clip_id IN (SELECT clip_id FROM lvd_f) "

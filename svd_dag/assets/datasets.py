@@ -129,7 +129,7 @@ def lvd_f(context: dg.AssetExecutionContext, config: LvdFConfig, storage: Storag
     SQL, never a model.
     """
     from svd_dag.curation.datasets import (MANIFEST_COLUMNS, DatasetPart, annotator_snapshot, publish_dataset,
-                                           record_decisions, weights_label)
+                                           record_decisions, version_snapshot, weights_label)
     from svd_dag.curation.filtering import eval_cut, eval_held_sql, percentile_filter
     from svd_dag.curation.stats import histograms, histograms_png
 
@@ -172,6 +172,7 @@ def lvd_f(context: dg.AssetExecutionContext, config: LvdFConfig, storage: Storag
 
     result, annotators, published, hists = cat.write(publish)
     weights = weights_label(annotators)
+    snapshot = version_snapshot(cat, "lvd_f", published.version)
     version, kept, held = published.version, published.rows["lvd_f"], published.rows["lvd_f_eval"]
     if published.reused:
         context.log.info(f"lvd_f {version} was published before with this exact content: reused, nothing rewritten")
@@ -195,6 +196,7 @@ def lvd_f(context: dg.AssetExecutionContext, config: LvdFConfig, storage: Storag
             "manifest_uri": uri_metadata(published.manifest_uris["lvd_f"]),
             "report_uri": uri_metadata(published.report_uri),
             "reused_existing_version": published.reused,
+            "catalog_snapshot": dg.MetadataValue.int(snapshot) if snapshot is not None else "unknown",
             "histograms": png_markdown(png, "metrics with cutoffs"),
             "catalog_table": f"{cat.path}::lvd_f",
         },

@@ -25,6 +25,7 @@ import duckdb
 import pyarrow as pa
 
 from svd_dag.catalog import replace_table_on, table_names, upsert_on
+from svd_dag.lake import LAKE
 from svd_dag.storage import Store, file_sha256
 
 MANIFEST_COLUMNS = ("clip_id, video_sha256, video_uri, start_frame, end_frame, start_s, end_s, duration_s, fps, "
@@ -154,7 +155,20 @@ def publish_dataset(con: duckdb.DuckDBPyConnection, store: Store, parts: list[Da
                 "kept": digests[part.asset][1], "total": total if not part.suffix else digests[part.asset][1],
                 "report": json.dumps(part_report, default=str), "created_at": created}]), key=["dataset_version"])
         con.execute(f'DROP TABLE "publish:{part.asset}"')
+    # Names the snapshot this transaction becomes, so the catalog can be read as of this version.
+    con.execute(f"CALL {LAKE}.set_commit_message('svd-dag', '{commit_message(folder, version)}')")
     return PublishedVersion(version, uris, {a: d[1] for a, d in digests.items()}, report_uri, reused)
+
+
+def commit_message(folder: str, version: str) -> str:
+    return f"publish {folder} {version}"
+
+
+def version_snapshot(cat, folder: str, version: str) -> Optional[int]:
+    """The catalog snapshot in which `version` was first published (read the catalog as it was
+    then with `SELECT ... FROM <table> AT (VERSION => <snapshot>)`)."""
+    return cat.scalar(f"SELECT min(snapshot_id) FROM ducklake_snapshots('{LAKE}') WHERE commit_message = ?",
+                      [commit_message(folder, version)])
 
 
 def record_decisions(con: duckdb.DuckDBPyConnection, version: str) -> None:
