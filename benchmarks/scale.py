@@ -13,7 +13,7 @@ filter itself also in-process without Dagster:
 - `lvd_f` + `lvd_f_eval` (percentile cutoffs, per-clip decisions, eval split, manifests),
 - `hq_finetune_set`,
 - `aesthetic_scores` and `caption_similarity` from stored float16 embeddings, on a separate
-  catalog of `--embedding-clips` clips (default min(N, 10^4): caption similarity runs a CLIP
+  catalog of `--embedding-clips` clips (default min(N, 2000): caption similarity runs a CLIP
   text tower per caption, random init, seconds per thousand captions on one CPU).
 
 Peak RSS is sampled over the whole process tree (this process and its children, summed)
@@ -225,7 +225,7 @@ def run_one(n: int, embedding_clips: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", default="100000", help="N, or a comma-separated list (each runs in its own process)")
-    ap.add_argument("--embedding-clips", type=int, default=10_000)
+    ap.add_argument("--embedding-clips", type=int, default=2_000)
     args = ap.parse_args()
     sizes = [int(float(x)) for x in args.clips.split(",")]
     if len(sizes) == 1:
@@ -236,8 +236,12 @@ def main() -> None:
     rows = []
     for n in sizes:  # a fresh process per N: its peak RSS is its own
         done = subprocess.run([sys.executable, __file__, "--clips", str(n), "--embedding-clips", str(args.embedding_clips)],
-                              capture_output=True, text=True, check=True)
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"clips={n}: failed\n{done.stderr[-3000:]}", flush=True)
+            continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-2]))
+        print(done.stdout.strip().splitlines()[-2], flush=True)
         print(done.stdout.strip().splitlines()[-1], flush=True)
     base = rows[0]
     print("\n| clips | build s | annotations s | lvd_f s (Dagster) | lvd_f s (SQL only) | hq_finetune_set s | "

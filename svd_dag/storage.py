@@ -11,6 +11,7 @@ import hashlib
 import os
 import posixpath
 import shutil
+import tempfile
 import uuid
 from typing import Any
 
@@ -71,51 +72,39 @@ class Store:
     def write_once(self, rel: str, data: bytes) -> str:
         """Write `data` at `rel` unless the same bytes are already there; other bytes under an
         existing name are an error, never an overwrite (versioned artefacts are immutable)."""
-        target = self.uri(rel)
-        if self.exists(target):
-            self._same_or_refuse(target, data)
-            return target
-        if not self.is_local:
-            return self.write_bytes(rel, data)
-        os.makedirs(posixpath.dirname(target), exist_ok=True)
-        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, target)  # atomic, and fails if a concurrent writer got there first
-        except FileExistsError:
-            self._same_or_refuse(target, data)
-        finally:
-            os.unlink(tmp)
-        return target
+        with tempfile.TemporaryDirectory(prefix="svd-dag-once-") as tmp:
+            local = os.path.join(tmp, "data")
+            with open(local, "wb") as f:
+                f.write(data)
+            return self.put_file_once(local, rel)
 
     def put_file_once(self, local_path: str, rel: str) -> str:
-        """`write_once` for a local file, streamed (a manifest may be larger than memory)."""
+        """`write_once` for a local file, streamed (a manifest may be larger than memory).
+
+        Locally the file appears by a hard link, which fails if a concurrent writer got there
+        first (then the two must be the same bytes). On S3 the check precedes the upload."""
         target = self.uri(rel)
         if self.exists(target):
-            if file_sha256(local_path) != sha256_of(self, target):
-                raise ImmutableArtefactError(f"{target} already exists with other content; a versioned artefact is "
-                                             "written once and never overwritten")
+            self._same_or_refuse(local_path, target)
             return target
-        if self.is_local:
-            os.makedirs(posixpath.dirname(target), exist_ok=True)
-            tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
-            shutil.copyfile(local_path, tmp)
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                if file_sha256(local_path) != file_sha256(target):
-                    raise ImmutableArtefactError(f"{target} was written concurrently with other content") from None
-            finally:
-                os.unlink(tmp)
-        else:
+        if not self.is_local:
             self.fs.put_file(local_path, target)
+            return target
+        os.makedirs(posixpath.dirname(target), exist_ok=True)
+        staged = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+        shutil.copyfile(local_path, staged)
+        with open(staged, "rb+") as f:
+            os.fsync(f.fileno())
+        try:
+            os.link(staged, target)
+        except FileExistsError:
+            self._same_or_refuse(local_path, target)
+        finally:
+            os.unlink(staged)
         return target
 
-    def _same_or_refuse(self, target: str, data: bytes) -> None:
-        if hashlib.sha256(self.read_bytes(target)).digest() != hashlib.sha256(data).digest():
+    def _same_or_refuse(self, local_path: str, target: str) -> None:
+        if file_sha256(local_path) != sha256_of(self, target):
             raise ImmutableArtefactError(f"{target} already exists with other content; a versioned artefact is "
                                          "written once and never overwritten")
 

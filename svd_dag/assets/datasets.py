@@ -31,7 +31,6 @@ LEFT JOIN ocr_scores o ON o.clip_id = c.clip_id AND o.model_version = (SELECT mo
 LEFT JOIN aesthetic_scores a ON a.clip_id = c.clip_id AND a.model_version = (SELECT model_version FROM v WHERE annotator = 'laion_aesthetic')
 LEFT JOIN caption_similarity s ON s.clip_id = c.clip_id AND s.model_version = (SELECT model_version FROM v WHERE annotator = 'clip_text_image')
 LEFT JOIN captions cap ON cap.clip_id = c.clip_id AND cap.model_version = (SELECT model_version FROM v WHERE annotator = 'captioners')
-ORDER BY c.clip_id
 """
 METRIC_OF = {"motion": "motion_score", "text": "text_area", "aesthetics": "aesthetic_score",
              "caption_similarity": "caption_similarity"}

@@ -31,8 +31,7 @@ from svd_dag.storage import Store, file_sha256
 MANIFEST_COLUMNS = ("clip_id, video_sha256, video_uri, start_frame, end_frame, start_s, end_s, duration_s, fps, "
                     "width, height, motion_score, text_area, aesthetic_score, caption_similarity, caption")
 # Bump when what a version hashes changes meaning (a new column of the manifest, another digest).
-VERSION_FORMAT = 2
-DIGEST_BUCKETS = 4096
+VERSION_FORMAT = 3
 
 DATASET_VERSIONS_DDL = """
 CREATE TABLE IF NOT EXISTS dataset_versions (
@@ -54,23 +53,19 @@ def json_digest(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-def relation_digest(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None,
-                    key: str = "clip_id") -> tuple[str, int]:
-    """(sha256-style digest, row count) of every row and column of `sql`, in `key` order.
+def relation_digest(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> tuple[str, int]:
+    """(digest, row count) of every row and column of `sql`, whatever their order.
 
-    Rows are hashed as JSON (names, values, nulls) into buckets by their key's hash, each
-    bucket's row hashes concatenated in key order: the result does not depend on how DuckDB
-    stores or orders the rows, and no string grows with the table (10^8 rows make buckets of
-    ~25k hashes)."""
+    Each row is hashed as JSON (names, values, nulls: md5, 128 bits), and the row hashes are
+    combined by sums and XORs of their two halves with the count: a multiset hash whose state
+    is a handful of integers, so 10^8 rows take no more memory than 10. Rows of a manifest
+    are distinct (one per clip), so a row added, removed or changed always changes it."""
     row = con.execute(f"""
-        WITH r AS ({sql}),
-             h AS (SELECT r.{key} AS k, md5(to_json(r)::VARCHAR) AS rh FROM r),
-             b AS (SELECT hash_bucket, md5(string_agg(rh, '' ORDER BY k)) AS bh, count(*) AS n
-                   FROM (SELECT *, (('0x' || substr(md5(k::VARCHAR), 1, 8))::UBIGINT % {DIGEST_BUCKETS}) AS hash_bucket
-                         FROM h) GROUP BY hash_bucket)
-        SELECT sha256(coalesce(string_agg(bh, '' ORDER BY hash_bucket), '')), coalesce(sum(n), 0) FROM b""",
+        WITH r AS ({sql}), h AS (SELECT to_json(r)::VARCHAR AS j FROM r)
+        SELECT count(*), coalesce(sum(md5_number_lower(j)), 0), coalesce(sum(md5_number_upper(j)), 0),
+               coalesce(bit_xor(md5_number_lower(j)), 0), coalesce(bit_xor(md5_number_upper(j)), 0) FROM h""",
                       list(params or [])).fetchone()
-    return row[0], int(row[1])
+    return hashlib.sha256(json.dumps([VERSION_FORMAT, *[str(v) for v in row]]).encode()).hexdigest(), int(row[0])
 
 
 def annotator_snapshot(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import duckdb
 
@@ -95,12 +94,20 @@ def percentile_filter(
                 + f' FROM "{source}"', params)
     kept = f"NOT ({' OR '.join(fails)})" if fails else "true"
     con.execute(f"CREATE OR REPLACE TEMP TABLE filter_outcome AS SELECT clip_id, {kept} AS kept FROM filter_flags")
-    con.execute("CREATE OR REPLACE TEMP TABLE filter_decision_rows (clip_id VARCHAR, criterion VARCHAR, "
-                "value DOUBLE, cutoff DOUBLE, fraction DOUBLE, decision VARCHAR)")
+    # The long form (clip, criterion) is a view: recording it under a version streams it once.
+    con.execute("CREATE OR REPLACE TEMP TABLE filter_criteria (criterion VARCHAR, cutoff DOUBLE, fraction DOUBLE)")
     for name, p in fractions.items():
-        con.execute(f"""INSERT INTO filter_decision_rows SELECT clip_id, ?, "value:{name}", ?, ?,
-                        CASE WHEN "unscored:{name}" THEN 'unscored' WHEN "removed:{name}" THEN 'removed'
-                             ELSE 'kept' END FROM filter_flags""", [name, cutoffs[name], p])
+        con.execute("INSERT INTO filter_criteria VALUES (?, ?, ?)", [name, cutoffs[name], p])
+
+    def pick(prefix: str) -> str:  # the flag column of the row's criterion
+        return "CASE c.criterion " + " ".join(f"""WHEN '{n}' THEN f."{prefix}:{n}" """ for n in fractions) + " END"
+
+    con.execute(f"""CREATE OR REPLACE TEMP VIEW filter_decision_rows AS
+                    SELECT f.clip_id, c.criterion, {pick("value") if fractions else "NULL::DOUBLE"} AS value, c.cutoff,
+                           c.fraction, CASE WHEN {pick("unscored") if fractions else "false"} THEN 'unscored'
+                                            WHEN {pick("removed") if fractions else "false"} THEN 'removed'
+                                            ELSE 'kept' END AS decision
+                    FROM filter_flags f CROSS JOIN filter_criteria c""")
     counts = con.execute("SELECT " + "".join(f'count(*) FILTER (WHERE "removed:{name}"), ' for name in fractions)
                          + "count(*) FILTER (WHERE kept) FROM filter_flags JOIN filter_outcome USING (clip_id)").fetchone()
     return FilterResult(total, int(counts[-1]), cutoffs, {n: int(c) for n, c in zip(fractions, counts)}, unscored)
