@@ -97,7 +97,8 @@ class Catalog:
     @classmethod
     def from_settings(cls, settings) -> "Catalog":
         return cls(LakeConfig(settings.catalog_metadata, settings.catalog_data_uri, password=settings.catalog_password,
-                              s3=S3Access.from_env(), scratch_dir=os.path.join(settings.home, "tmp")))
+                              s3=S3Access.from_env(), scratch_dir=os.path.join(settings.home, "tmp"),
+                              memory_limit=settings.catalog_memory_limit))
 
     @property
     def path(self) -> str:

@@ -38,7 +38,7 @@ def build_resources(settings: Settings) -> dict:
         "catalog": CatalogResource(
             metadata=settings.catalog_metadata, data_uri=settings.catalog_data_uri,
             password=dg.EnvVar("SVD_DAG_CATALOG_PASSWORD") if settings.catalog_password else None,
-            scratch_dir=os.path.join(settings.home, "tmp"),
+            scratch_dir=os.path.join(settings.home, "tmp"), memory_limit=settings.catalog_memory_limit,
         ),
         "model_store": ModelStoreResource(
             uri=settings.models_uri,

@@ -120,12 +120,15 @@ def _report(cat, settings, raw: str) -> None:
     if "dataset_versions" in tables:
         import json
 
+        from svd_dag.curation.datasets import current_dataset
+
         for asset in ("lvd_f", "hq_finetune_set"):
-            latest = cat.rows("SELECT * FROM dataset_versions WHERE asset = ? ORDER BY created_at DESC LIMIT 1", [asset])
-            if not latest:
+            try:
+                latest = [current_dataset(cat, asset)]
+            except RuntimeError:
                 continue
             report = json.loads(latest[0]["report"])
-            print(f"{asset} {latest[0]['dataset_version']}: kept {report['kept']} of {report['total']} clips "
+            print(f"{asset} {latest[0]['dataset_version']}: kept {latest[0]['kept']} of {latest[0]['total']} clips "
                   f"(scores: weights={report['weights']})")
             for name, n in report["removed_by_criterion"].items():
                 frac = report["thresholds"]["remove_fractions"][name]

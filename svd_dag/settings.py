@@ -41,6 +41,7 @@ class Settings:
     catalog_metadata: str = ""
     catalog_data_uri: str = ""
     catalog_password: str | None = None
+    catalog_memory_limit: str = "1GB"  # DuckDB's buffer pool per process; it spills to disk beyond
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -61,4 +62,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         catalog_metadata=env.get("SVD_DAG_CATALOG") or f"sqlite:{os.path.join(home, 'catalog.sqlite')}",
         catalog_data_uri=env.get("SVD_DAG_CATALOG_DATA_URI") or f"{storage_uri.rstrip('/')}/catalog",
         catalog_password=env.get("SVD_DAG_CATALOG_PASSWORD") or None,
+        catalog_memory_limit=env.get("SVD_DAG_CATALOG_MEMORY_LIMIT") or "1GB",
     )
