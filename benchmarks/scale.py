@@ -18,8 +18,9 @@ filter itself also in-process without Dagster:
 
 Peak RSS is sampled over the whole process tree (this process and its children, summed)
 every 50 ms, for the data path (build + annotations + lvd_f + hq_finetune_set) and for the
-model phase (aesthetics, caption similarity: a CLIP model in memory, the same at every N)
-apart. The last line, for one N, is `scale: clips=N lvd_f_s=<s> peak_rss_mb=<MB>` with the
+model phase (aesthetics, caption similarity: a CLIP text tower in memory, the same at every
+N) apart; the data-path catalog is closed before the model phase, as a separate Dagster
+step process would not hold it. The last line, for one N, is `scale: clips=N lvd_f_s=<s> peak_rss_mb=<MB>` with the
 peak of the two.
 """
 
@@ -206,6 +207,11 @@ def run_one(n: int, embedding_clips: int) -> dict:
         out["kept"] = int(cat.scalar("SELECT count(*) FROM lvd_f"))
         out["catalog_mb"] = _folder_mb(settings.catalog_data_uri) + os.path.getsize(cat.config.local_file) / 2**20
         out["data_path_rss_mb"] = rss.mb  # the SQL-side assets; the model phase below is its own figure
+        # Dagster runs each step in a process of its own, which never holds another catalog's
+        # buffers: close this one's before the model phase.
+        from svd_dag.lake import release_lake
+
+        release_lake(cat.config)
         rss.peak = 0
 
         m = min(n, embedding_clips)

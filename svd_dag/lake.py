@@ -140,6 +140,14 @@ def lake_cursor(cfg: LakeConfig) -> duckdb.DuckDBPyConnection:
     return cursor
 
 
+def release_lake(cfg: LakeConfig) -> None:
+    """Close this process's attached instance of the lake (and free its buffer pool)."""
+    with _SHARED_LOCK:
+        con = _SHARED.pop((os.getpid(), cfg), None)
+    if con is not None:
+        con.close()
+
+
 def open_lake(cfg: LakeConfig, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """A new DuckDB instance with the lake attached and selected (`USE lake`)."""
     os.makedirs(cfg.scratch_dir, exist_ok=True)

@@ -9,7 +9,7 @@ import pytest
 import skimage.data
 
 from svd_dag.curation import clip_model
-from svd_dag.curation.clip_model import embed_images, embed_texts, load_clip
+from svd_dag.curation.clip_model import embed_images, embed_texts, load_clip, load_clip_text
 from svd_dag.model_store import ModelStore, file_sha256
 
 TINY = "svdtest-tiny-clip"
@@ -109,4 +109,25 @@ def test_mismatched_weight_file_names_the_file(tmp_path):
     _save_state(load_clip(TINY_NARROW, None).model, path, "safetensors")
     with pytest.raises(ValueError, match="size mismatch") as err:
         load_clip(TINY, _store(tmp_path))
+    assert str(path) in str(err.value)
+
+
+def test_the_text_tower_alone_embeds_like_the_whole_clip(tmp_path):
+    texts = ["a cat on a sofa", "a cup of coffee", ""]
+    path = tmp_path / "models" / "clip" / f"{TINY}.safetensors"
+    _save_state(load_clip(TINY, None, seed=3).model, path, "safetensors")
+    whole, text = load_clip(TINY, _store(tmp_path)), load_clip_text(TINY, _store(tmp_path))
+    assert text.weights == "pretrained" and text.version == whole.version
+    np.testing.assert_allclose(embed_texts(text, texts), embed_texts(whole, texts), atol=1e-6)
+    assert sum(p.numel() for p in text.model.parameters()) < sum(p.numel() for p in whole.model.parameters())
+    random_text = load_clip_text(TINY, None)
+    assert (random_text.weights, random_text.version) == ("random", f"{TINY}-text@random-init-seed0")
+    assert embed_texts(random_text, texts).shape == (3, 32)
+
+
+def test_a_mismatched_file_fails_the_text_tower_naming_the_file(tmp_path):
+    path = tmp_path / "models" / "clip" / f"{TINY}.safetensors"
+    _save_state(load_clip(TINY_NARROW, None).model, path, "safetensors")
+    with pytest.raises(ValueError, match="text tower") as err:
+        load_clip_text(TINY, _store(tmp_path))
     assert str(path) in str(err.value)

@@ -277,21 +277,24 @@ def captions(context: dg.AssetExecutionContext, config: CaptionsConfig, storage:
 def caption_similarity(context: dg.AssetExecutionContext, config: AnnotatorConfig, storage: StorageResource,
                        catalog: CatalogResource, model_store: ModelStoreResource) -> dg.MaterializeResult:
     """CLIP similarity between each clip's CoCa caption and its key frames: the cosine between
-    the caption's text embedding and each frame embedding (same CLIP model), averaged.
-    Labelled `weights=random` if the CLIP model or the captioner was random-init.
+    the caption's text embedding (the text tower of the embeddings' CLIP, loaded alone) and
+    each frame embedding, averaged. Labelled `weights=random` if the CLIP model or the
+    captioner was random-init.
     """
     from svd_dag.curation.annotate import clip_ref
     from svd_dag.curation.annotation_batches import run_batches
-    from svd_dag.curation.clip_model import embed_texts, load_clip
+    from svd_dag.curation.clip_model import embed_texts, load_clip_text
     from svd_dag.curation.datasets import now
     from svd_dag.curation.embedding_files import read_frame_embeddings
 
     cat, store = catalog.catalog(), storage.store()
     emb = _current_version(cat, "open_clip", "clip_embeddings")
     cap = _current_version(cat, "captioners", "captions")
-    version = f"{emb['model_version']}+{cap['model_version']}"
-    weights = _combine_weights(emb["weights"], cap["weights"])
-    models: dict = {}
+    first = cat.rows("SELECT arch FROM clip_embeddings WHERE model_version = ? LIMIT 1", [emb["model_version"]])
+    # Only the text tower is loaded (the frames are already embedded): a third of the memory.
+    text = load_clip_text(first[0]["arch"] if first else "ViT-B-32", model_store.model_store())
+    version = f"{emb['model_version']}+{cap['model_version']}+text={text.version}"
+    weights = _combine_weights(emb["weights"], cap["weights"], text.weights)
 
     def score_batch(clips: list[dict]):
         rows, failures, stamp = [], [], now()
@@ -302,11 +305,9 @@ def caption_similarity(context: dg.AssetExecutionContext, config: AnnotatorConfi
                          for c in group if c not in usable]
             if not usable:
                 continue
-            arch = usable[0]["arch"]
-            model = models.get(arch) or models.setdefault(arch, load_clip(arch, model_store.model_store()))
             fe = read_frame_embeddings(store, uri, [c["clip_id"] for c in usable])
             caption_of = {c["clip_id"]: c["caption"] for c in usable}
-            texts = embed_texts(model, [caption_of[cid] for cid in fe.clip_ids])
+            texts = embed_texts(text, [caption_of[cid] for cid in fe.clip_ids])
             per_frame = (fe.frames * np_repeat_rows(texts, fe.offsets)).sum(axis=1)
             sims = fe.per_clip_mean(per_frame)
             rows += [{"clip_id": cid, "caption_similarity": float(sims[i]), "annotator": "clip_text_image",

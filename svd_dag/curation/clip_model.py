@@ -32,6 +32,20 @@ class ClipModel:
 
 
 @dataclass
+class ClipTextModel:
+    """CLIP's text tower alone (for caption similarity): a third of ViT-B-32's weights, a
+    fifth of ViT-L-14's. `model` maps tokens to projected text features, as CLIP's
+    `encode_text` does."""
+
+    model: Any
+    tokenizer: Any
+    arch: str
+    weights: str
+    version: str
+    embed_dim: int
+
+
+@dataclass
 class OpenClipBuild:
     """What `build_open_clip` returns; shared by CLIP and the CoCa captioner."""
 
@@ -128,6 +142,43 @@ def load_clip(arch: str, store: ModelStore | None, seed: int = 0) -> ClipModel:
         return _CACHE[key]
 
 
+def load_clip_text(arch: str, store: ModelStore | None, seed: int = 0) -> ClipTextModel:
+    """The text tower of CLIP `arch`, built on its own: with `clip/<arch>.*` in the store, its
+    text weights (the same numbers CLIP's `encode_text` uses); without, a random init of its
+    own seed (`<arch>-text@random-init-seed<n>`, not the full random model's text tower)."""
+    import torch
+
+    from svd_dag.curation.compat import import_open_clip
+
+    path = store.find_weights("clip", arch) if store is not None else None
+    key = ("text", arch, file_key(path), seed)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        open_clip = import_open_clip()
+        cfg = open_clip.get_model_config(arch)
+        if cfg is None or "text_cfg" not in cfg:
+            raise ValueError(f"unknown open_clip CLIP architecture {arch!r}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            tower = open_clip.model._build_text_tower(cfg["embed_dim"], cfg["text_cfg"],
+                                                      quick_gelu=cfg.get("quick_gelu", False))
+        if path is not None:
+            try:
+                state = open_clip.factory.load_state_dict(path)
+                tower.load_state_dict({k: v for k, v in state.items() if not k.startswith("visual.")
+                                       and k not in ("logit_scale", "logit_bias")}, strict=True)
+            except Exception as exc:  # unreadable, wrong shapes, missing keys: never a silent random tower
+                raise ValueError(f"weight file {path} cannot be loaded into the text tower of open_clip {arch!r}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        weights, version = open_clip_version(arch, path, seed)
+        if path is None:
+            version = f"{arch}-text@random-init-seed{seed}"
+        _CACHE[key] = ClipTextModel(tower.eval(), open_clip.get_tokenizer(arch), arch, weights, version,
+                                    int(cfg["embed_dim"]))
+        return _CACHE[key]
+
+
 def clear_cache() -> None:
     with _CACHE_LOCK:
         _CACHE.clear()
@@ -151,11 +202,12 @@ def embed_images(m: ClipModel, frames_rgb: list[np.ndarray], batch_size: int = 1
     return np.concatenate(out)
 
 
-def embed_texts(m: ClipModel, texts: list[str]) -> np.ndarray:
-    """L2-normalised text embeddings [N, D]."""
+def embed_texts(m: ClipModel | ClipTextModel, texts: list[str]) -> np.ndarray:
+    """L2-normalised text embeddings [N, D], from a whole CLIP or its text tower alone."""
     import torch
 
     if not texts:
         return np.zeros((0, m.embed_dim), np.float32)
+    encode = m.model if isinstance(m, ClipTextModel) else m.model.encode_text
     with torch.inference_mode():
-        return _normalise(m.model.encode_text(m.tokenizer(texts)))
+        return _normalise(encode(m.tokenizer(texts)))
