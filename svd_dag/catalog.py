@@ -83,6 +83,23 @@ def upsert_on(con: duckdb.DuckDBPyConnection, name: str, data: pa.Table, key: Se
     con.unregister("incoming")
 
 
+def quarantine_on(con: duckdb.DuckDBPyConnection, records: Sequence[dict[str, Any]]) -> None:
+    """Quarantine records (uri, sha256, stage, reason), keyed by (uri, stage), in the caller's transaction."""
+    if not records:
+        return
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    con.execute(QUARANTINE_DDL)
+    upsert_on(con, "quarantine", pa.Table.from_pylist([
+        {"uri": r["uri"], "sha256": r.get("sha256"), "stage": r["stage"], "reason": r["reason"], "quarantined_at": now}
+        for r in records]), key=["uri", "stage"])
+
+
+def release_on(con: duckdb.DuckDBPyConnection, stage: str, uris: Sequence[str]) -> None:
+    """Inputs that now process cleanly leave the quarantine of `stage`, in the caller's transaction."""
+    if uris and "quarantine" in table_names(con):
+        con.execute("DELETE FROM quarantine WHERE stage = ? AND uri IN (SELECT unnest(?))", [stage, list(uris)])
+
+
 class Catalog:
     def __init__(self, config: LakeConfig, timeout_s: float = 300.0):
         self.config = config
@@ -194,31 +211,15 @@ class Catalog:
         """Insert rows known to be new, without a key check (bulk loads)."""
         self.write(lambda con: upsert_on(con, name, data, key=None))
 
-    def delete_where(self, name: str, column: str, values: Sequence[Any]) -> None:
-        if name not in self.tables() or not values:
-            return
-        self.write(lambda con: con.execute(f'DELETE FROM "{name}" WHERE "{column}" IN (SELECT unnest(?))',
-                                           [list(values)]))
-
     def quarantine(self, records: Sequence[dict[str, Any]]) -> None:
         """Record inputs that could not be processed, keyed by (uri, stage)."""
-        if not records:
-            return
-        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        rows = pa.Table.from_pylist([{"uri": r["uri"], "sha256": r.get("sha256"), "stage": r["stage"],
-                                      "reason": r["reason"], "quarantined_at": now} for r in records])
-
-        def work(con):
-            con.execute(QUARANTINE_DDL)
-            upsert_on(con, "quarantine", rows, key=["uri", "stage"])
-        self.write(work)
+        if records:
+            self.write(lambda con: quarantine_on(con, records))
 
     def release_from_quarantine(self, stage: str, uris: Sequence[str]) -> None:
         """An input that now processes cleanly leaves the quarantine for that stage."""
-        if not uris or "quarantine" not in self.tables():
-            return
-        self.write(lambda con: con.execute("DELETE FROM quarantine WHERE stage = ? AND uri IN (SELECT unnest(?))",
-                                           [stage, list(uris)]))
+        if uris and "quarantine" in self.tables():
+            self.write(lambda con: release_on(con, stage, uris))
 
     def quarantined(self, stage: str | None = None) -> list[dict[str, Any]]:
         if "quarantine" not in self.tables():

@@ -23,7 +23,8 @@ import duckdb
 
 LAKE = "lake"  # the attached catalog's name; `USE lake` makes plain table names refer to it
 # Conflicts and locks that a retry of the whole transaction resolves (another writer won).
-RETRYABLE = ("Transaction conflict", "database is locked", "Could not set lock", "conflict", "Conflicting lock",
+RETRYABLE = ("Transaction conflict", "write-write conflict", "database is locked", "Could not set lock",
+             "Conflicting lock",
              "SQLITE_BUSY", "could not serialize access", "deadlock detected",
              "Failed to initialize DuckLake")  # two processes creating the metadata tables at once
 

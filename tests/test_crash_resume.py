@@ -2,7 +2,8 @@
 
 The run under test is a real `execute_in_process` in a child process, killed with SIGKILL as
 soon as the catalog shows its first committed batch (no cleanup code gets to run), then
-re-run to the end in this process.
+re-run to the end in this process. The work is made slow enough (or, for `clips`, made to
+hang on its last video) that the kill always lands mid-run.
 """
 
 import os
@@ -59,7 +60,7 @@ def _kill_after_first_commit(env: dict, assets: list[str], config: dict, table: 
             polls += 1
             if table in cat.tables() and cat.scalar(f'SELECT count(*) FROM "{table}"'):
                 break
-            time.sleep(0.2)
+            time.sleep(0.1)
         assert child.poll() is None, (f"the run finished before it could be killed ({polls} polls in "
                                       f"{time.monotonic() - start:.1f} s): make the work slower")
         os.kill(child.pid, signal.SIGKILL)
@@ -98,8 +99,18 @@ def test_a_killed_annotator_keeps_its_batches_and_the_rerun_scores_only_the_rest
 
 def test_a_killed_clips_run_keeps_the_videos_it_committed(corpus):
     _materialize(corpus, ["raw_videos"], {})
+    # The shortest video (decoded last: longest first) becomes a FIFO nobody writes to, so the
+    # run commits the others one by one and then hangs in that decode until it is killed.
+    last = os.path.join(corpus["SVD_DAG_RAW_URI"], "pan0.mp4")
+    data = open(last, "rb").read()
+    os.remove(last)
+    os.mkfifo(last)
     one_by_one = {"clips": {"config": {"batch_videos": 1}}}
-    _kill_after_first_commit(corpus, ["clips"], one_by_one, "video_scans")
+    try:
+        _kill_after_first_commit(corpus, ["clips"], one_by_one, "video_scans")
+    finally:
+        os.remove(last)
+        open(last, "wb").write(data)  # the same bytes: the inventory still holds
     cat = Catalog.from_settings(load_settings(corpus))
     scanned = int(cat.scalar("SELECT count(DISTINCT video_sha256) FROM video_scans"))
     assert 1 <= scanned < 4

@@ -188,7 +188,7 @@ def _by_file(clips: list[dict]) -> dict[str, list[dict]]:
     return files
 
 
-@dg.asset(group_name=GROUP, deps=["clip_embeddings"], code_version=source_version("curation/aesthetic.py", *BATCH_CODE),
+@dg.asset(group_name=GROUP, deps=["clip_embeddings"], code_version=source_version("curation/aesthetic.py", "curation/embedding_files.py", *BATCH_CODE),
           kinds={"duckdb", "pytorch"})
 def aesthetic_scores(context: dg.AssetExecutionContext, config: AnnotatorConfig, storage: StorageResource,
                      catalog: CatalogResource, model_store: ModelStoreResource) -> dg.MaterializeResult:
@@ -273,7 +273,8 @@ def captions(context: dg.AssetExecutionContext, config: CaptionsConfig, storage:
 
 
 @dg.asset(group_name=GROUP, deps=["captions", "clip_embeddings"],
-          code_version=source_version("curation/clip_model.py", *BATCH_CODE), kinds={"duckdb", "pytorch"})
+          code_version=source_version("curation/clip_model.py", "curation/embedding_files.py", *BATCH_CODE),
+          kinds={"duckdb", "pytorch"})
 def caption_similarity(context: dg.AssetExecutionContext, config: AnnotatorConfig, storage: StorageResource,
                        catalog: CatalogResource, model_store: ModelStoreResource) -> dg.MaterializeResult:
     """CLIP similarity between each clip's CoCa caption and its key frames: the cosine between
@@ -308,7 +309,7 @@ def caption_similarity(context: dg.AssetExecutionContext, config: AnnotatorConfi
             fe = read_frame_embeddings(store, uri, [c["clip_id"] for c in usable])
             caption_of = {c["clip_id"]: c["caption"] for c in usable}
             texts = embed_texts(text, [caption_of[cid] for cid in fe.clip_ids])
-            per_frame = (fe.frames * np_repeat_rows(texts, fe.offsets)).sum(axis=1)
+            per_frame = (fe.frames * fe.per_frame(texts)).sum(axis=1)
             sims = fe.per_clip_mean(per_frame)
             rows += [{"clip_id": cid, "caption_similarity": float(sims[i]), "annotator": "clip_text_image",
                       "model_version": version, "weights": weights, "annotated_at": stamp}
@@ -321,13 +322,6 @@ def caption_similarity(context: dg.AssetExecutionContext, config: AnnotatorConfi
                                                "AND cap.model_version = $cap"),
                       extra_params={"emb": emb["model_version"], "cap": cap["model_version"]})
     return _result(context, cat, run, "caption_similarity", "clip_text_image", version, weights)
-
-
-def np_repeat_rows(per_clip, offsets):
-    """Each clip's row repeated once per frame of that clip."""
-    import numpy as np
-
-    return np.repeat(per_clip, np.diff(offsets), axis=0)
 
 
 annotator_assets = [motion_scores, ocr_scores, clip_embeddings, aesthetic_scores, captions, caption_similarity]

@@ -9,11 +9,9 @@ datasets in `assets/datasets.py`; they meet by asset key.
 
 
 import dataclasses
-import datetime as dt
-import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional
+from typing import Optional
 
 import dagster as dg
 import pyarrow as pa
@@ -21,17 +19,10 @@ from pydantic import Field
 
 from svd_dag.assets.common import md_table, source_version, uri_metadata
 from svd_dag.catalog import Catalog, table_names, upsert_on
+from svd_dag.curation.datasets import json_digest, now, relation_digest
 from svd_dag.resources import CatalogResource, StorageResource, VideoExecutorResource
 
 GROUP = "curation"
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- raw_videos
@@ -192,8 +183,6 @@ def clips(
         cat.write(lambda con: con.execute("DELETE FROM clips WHERE video_sha256 NOT IN (SELECT unnest(?))",
                                           [list(videos)]))
 
-    from svd_dag.curation.datasets import relation_digest
-
     cat.compact()
     with cat.connect() as con:
         n_clips, hours = con.execute("SELECT count(*), coalesce(sum(duration_s), 0) / 3600 FROM clips").fetchone() \
@@ -204,7 +193,7 @@ def clips(
     dropped = cat.scalar("SELECT coalesce(sum(dropped_short), 0) FROM video_scans WHERE scan_key = ?", [key]) \
         if "video_scans" in cat.tables() else 0
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(_digest([key, clips_digest])),
+        data_version=dg.DataVersion(json_digest([key, clips_digest])),
         metadata={
             "dagster/row_count": int(n_clips),
             "videos": len(videos),
@@ -240,7 +229,7 @@ def _commit_scans(context, cat: Catalog, outcomes: list, key: str, totals: dict)
                       "frames_decoded": o.value["frames_decoded"], "decode_segments": o.value["decode_segments"],
                       "decode_note": o.value["decode_note"], "dropped_short": o.value["dropped_short"],
                       "boundaries": json.dumps(o.value["boundaries"]), "samples_uri": o.value["samples_uri"],
-                      "scanned_at": _now()})
+                      "scanned_at": now()})
 
     def commit(con):
         if "clips" in table_names(con):  # videos rescanned or failed lose their old rows

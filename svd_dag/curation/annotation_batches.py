@@ -9,14 +9,13 @@ upsert key (clip_id, model_version) means a re-run never duplicates a row.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
 
 import pyarrow as pa
 
-from svd_dag.catalog import Catalog
+from svd_dag.catalog import Catalog, quarantine_on, release_on, upsert_on
 from svd_dag.curation.annotate import clip_ref
 from svd_dag.curation.datasets import json_digest, now, relation_digest
 
@@ -69,20 +68,18 @@ class BatchRun:
     """What an annotator did this run (the rows themselves are in the catalog)."""
 
     total: int = 0  # clips in the catalog
-    pending: int = 0  # clips that had no row from this version when the run started
     scored: int = 0
     failed: int = 0
     batches: int = 0
-    failures_sample: list[dict[str, Any]] = field(default_factory=list)  # the first few, for the metadata
 
 
 def pending_sql(table: str, tables: set[str], select: str = "c.*", source: str = "clips c",
-                join_key: str = "c.clip_id", order: str = "c.samples_uri, c.clip_id") -> str:
-    """Rows of `source` that `table` has no row for under the version bound to the first parameter.
+                order: str = "c.samples_uri, c.clip_id") -> str:
+    """Rows of `source` (clips `c`) that `table` has no row for under the version `$version`.
 
     Without `table` yet, every row is pending (the parameter is still consumed)."""
     if table in tables:
-        anti = f'ANTI JOIN "{table}" t ON t.clip_id = {join_key} AND t.model_version = $version'
+        anti = f'ANTI JOIN "{table}" t ON t.clip_id = c.clip_id AND t.model_version = $version'
     else:
         anti = "WHERE $version IS NOT NULL"
     return f"SELECT {select} FROM {source} {anti} ORDER BY {order}"
@@ -102,18 +99,22 @@ def iter_batches(cat: Catalog, sql: str, params: dict, batch_rows: int) -> Itera
 
 def commit_batch(cat: Catalog, table: str, rows: list[dict], failures: list[dict],
                  clips_by_id: dict[str, dict]) -> None:
-    """One batch's rows and quarantine records, each in its own short transaction."""
-    if rows:
-        cat.upsert(table, pa.Table.from_pylist(rows), key=["clip_id", "model_version"])
-    if failures:
-        cat.quarantine([{"uri": f["uri"], "sha256": None, "stage": table, "reason": f["reason"]} for f in failures])
+    """One batch's rows, its quarantine records and the releases of clips that now scored, in
+    one transaction."""
     scored = [clip_ref(clips_by_id[r["clip_id"]]) for r in rows if r["clip_id"] in clips_by_id]
-    cat.release_from_quarantine(table, scored)
+
+    def commit(con):
+        if rows:
+            upsert_on(con, table, pa.Table.from_pylist(rows), key=["clip_id", "model_version"])
+        quarantine_on(con, [{"uri": f["uri"], "stage": table, "reason": f["reason"]} for f in failures])
+        release_on(con, table, scored)
+
+    cat.write(commit)
 
 
 def run_batches(cat: Catalog, table: str, version: str, batch_rows: int, log: Log,
                 score_batch: Callable[[list[dict]], tuple[list[dict], list[dict]]],
-                sql: Optional[str] = None, extra_params: Optional[dict] = None, what: Optional[str] = None) -> BatchRun:
+                sql: Optional[str] = None, extra_params: Optional[dict] = None) -> BatchRun:
     """Score every pending clip in batches of `batch_rows`, committing after each batch.
 
     `score_batch(clips) -> (rows, failures)`; `sql` selects the pending work (default: clips
@@ -121,27 +122,24 @@ def run_batches(cat: Catalog, table: str, version: str, batch_rows: int, log: Lo
     run = BatchRun(total=int(cat.scalar("SELECT count(*) FROM clips") or 0) if "clips" in cat.tables() else 0)
     sql = sql or pending_sql(table, cat.tables())
     for n, batches in iter_batches(cat, sql, {"version": version, **(extra_params or {})}, batch_rows):
-        run.pending = n
-        progress = Progress(what or table, n, log)
+        progress = Progress(table, n, log)
         for batch in batches:
             rows, failures = score_batch(batch)
             commit_batch(cat, table, rows, failures, {c["clip_id"]: c for c in batch if "video_uri" in c})
             run.scored += len(rows)
             run.failed += len(failures)
             run.batches += 1
-            run.failures_sample += failures[: max(0, 20 - len(run.failures_sample))]
             for f in failures:
                 log(f"quarantined: {f['reason']}")
             progress.advance(len(batch))
     return run
 
 
-def record_version(cat: Catalog, annotator: str, model_version: str, weights: str, table: str,
-                   details: Optional[dict] = None) -> None:
+def record_version(cat: Catalog, annotator: str, model_version: str, weights: str, table: str) -> None:
     """The annotator's current version (one row per annotator), and every version it ever had
     (`annotator_version_history`: a row per version, written when first seen, never rewritten)."""
     row = {"annotator": annotator, "table_name": table, "model_version": model_version, "weights": weights,
-           "details": json.dumps(details or {}, sort_keys=True, default=str), "updated_at": now()}
+           "updated_at": now()}
     cat.upsert("annotator_versions", pa.Table.from_pylist([row]), key=["annotator"])
     seen = "annotator_version_history" in cat.tables() and cat.scalar(
         "SELECT count(*) FROM annotator_version_history WHERE annotator = ? AND model_version = ?",

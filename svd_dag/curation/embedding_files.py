@@ -63,8 +63,9 @@ class FrameEmbeddings:
         sums = np.add.reduceat(values, self.offsets[:-1]) if len(self.clip_ids) else np.zeros(0)
         return sums / np.diff(self.offsets)
 
-    def of(self, i: int) -> np.ndarray:
-        return self.frames[self.offsets[i]:self.offsets[i + 1]]
+    def per_frame(self, per_clip: np.ndarray) -> np.ndarray:
+        """Each clip's row of `per_clip` repeated once per frame of that clip (rows align with `frames`)."""
+        return np.repeat(per_clip, np.diff(self.offsets), axis=0)
 
 
 def read_frame_embeddings(store: Store, uri: str, clip_ids: list[str] | None = None) -> FrameEmbeddings:

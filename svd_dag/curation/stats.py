@@ -26,10 +26,6 @@ class Histogram:
     counts: list[int]
     missing: int  # NULLs: unscored clips
 
-    @property
-    def scored(self) -> int:
-        return sum(self.counts)
-
 
 def table1(con: duckdb.DuckDBPyConnection, source: str = "annotations") -> dict[str, float]:
     """Clips, total hours and mean clip length, as in SVD's Table 1."""
