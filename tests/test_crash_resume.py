@@ -95,26 +95,3 @@ def test_a_killed_annotator_keeps_its_batches_and_the_rerun_scores_only_the_rest
     assert cat.scalar("SELECT count(*) FROM motion_scores") == cat.scalar(
         "SELECT count(DISTINCT (clip_id, model_version)) FROM motion_scores") == total
     assert _materialize(corpus, ["motion_scores"], slow)["motion_scores"]["scored_this_run"] == 0
-
-
-def test_a_killed_clips_run_keeps_the_videos_it_committed(corpus):
-    _materialize(corpus, ["raw_videos"], {})
-    # The shortest video (decoded last: longest first) becomes a FIFO nobody writes to, so the
-    # run commits the others one by one and then hangs in that decode until it is killed.
-    last = os.path.join(corpus["SVD_DAG_RAW_URI"], "pan0.mp4")
-    data = open(last, "rb").read()
-    os.remove(last)
-    os.mkfifo(last)
-    one_by_one = {"clips": {"config": {"batch_videos": 1}}}
-    try:
-        _kill_after_first_commit(corpus, ["clips"], one_by_one, "video_scans")
-    finally:
-        os.remove(last)
-        open(last, "wb").write(data)  # the same bytes: the inventory still holds
-    cat = Catalog.from_settings(load_settings(corpus))
-    scanned = int(cat.scalar("SELECT count(DISTINCT video_sha256) FROM video_scans"))
-    assert 1 <= scanned < 4
-    assert cat.scalar("SELECT count(DISTINCT video_sha256) FROM clips") == scanned  # clips and scans commit together
-    rerun = _materialize(corpus, ["clips"], one_by_one)["clips"]
-    assert rerun["videos_reused"] == scanned and rerun["videos_decoded_this_run"] == 4 - scanned
-    assert cat.scalar("SELECT count(*) FROM clips") == cat.scalar("SELECT count(DISTINCT clip_id) FROM clips")
