@@ -72,7 +72,8 @@ import svd_dag  # noqa: E402
 from scenedetect import ContentDetector, SceneManager, open_video  # noqa: E402
 
 from svd_dag.assets.annotators import MotionConfig  # noqa: E402
-from svd_dag.curation.annotate import annotate, iter_clip_frames  # noqa: E402
+from svd_dag.curation.annotate import iter_clip_frames, score_clips  # noqa: E402
+from svd_dag.curation.frame_annotators import Identity, MotionSpec  # noqa: E402
 from svd_dag.curation.clip_pass import ClipPassTask, process_video, scan_key  # noqa: E402
 from svd_dag.curation.cuts import CascadeConfig  # noqa: E402
 from svd_dag.curation.media import scaled_size  # noqa: E402
@@ -199,8 +200,8 @@ def run_ours(store: Store, uri: str, sha: str, min_clip_s: float, one_piece: boo
     out = process_video(task)
     t1 = time.perf_counter()
     width = MotionConfig().flow_width
-    run = annotate(Store(str(RUN_DIR)), out["clips"], "all", lambda clip, frames: clip_motion(frames, width),
-                   "farneback", "benchmark", "n/a", workers=MotionConfig().workers)
+    spec = MotionSpec(width, "benchmark", MotionConfig().workers)
+    run = score_clips(Store(str(RUN_DIR)), out["clips"], spec.which, spec.build(), Identity("farneback", "benchmark", "n/a"))
     t2 = time.perf_counter()
     if run.failures:
         raise RuntimeError(f"motion failed on {len(run.failures)} clips: {run.failures[0]['reason']}")

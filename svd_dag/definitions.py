@@ -55,11 +55,25 @@ def build_resources(settings: Settings) -> dict:
             num_processes=int(os.environ.get("SVD_DAG_TRAIN_PROCESSES", "1")),
             mixed_precision=os.environ.get("SVD_DAG_MIXED_PRECISION", "no"),
         ),
-        "video_executor": VideoExecutorResource(
-            backend=os.environ.get("SVD_DAG_EXECUTOR", "local"),
-            max_workers=int(os.environ.get("SVD_DAG_MAX_WORKERS", "0")),
-        ),
+        "video_executor": video_executor(settings),
     }
+
+
+def video_executor(settings: Settings) -> VideoExecutorResource:
+    if settings.executor not in ("local", "ray"):
+        raise ValueError(f"SVD_DAG_EXECUTOR={settings.executor!r}: supported: 'local', 'ray'")
+    ray_cluster = None
+    if settings.executor == "ray":
+        from dagster_ray import LocalRay
+
+        from svd_dag.resources.executor import RayClusterAddress
+
+        ray_cluster = RayClusterAddress(address=settings.ray_address) if settings.ray_address else \
+            LocalRay(ray_init_options={"include_dashboard": False})
+    return VideoExecutorResource(
+        backend=settings.executor, max_workers=settings.max_workers, ray_cluster=ray_cluster,
+        ray_cpus_per_item=settings.ray_cpus_per_video, ray_retries=settings.ray_retries,
+        ray_item_timeout_s=settings.ray_item_timeout_s, ray_shared_filesystem=settings.ray_shared_filesystem)
 
 
 def build_defs(settings: Settings | None = None) -> dg.Definitions:

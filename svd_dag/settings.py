@@ -42,6 +42,18 @@ class Settings:
     catalog_data_uri: str = ""
     catalog_password: str | None = None
     catalog_memory_limit: str = "1GB"  # DuckDB's buffer pool per process; it spills to disk beyond
+    # Where per-video work and model annotators run: "local" (a process pool) or "ray".
+    executor: str = "local"
+    max_workers: int = 0  # local pool processes (0: one per core)
+    ray_address: str | None = None  # None with executor=ray: a Ray started on this machine
+    ray_cpus_per_video: int = 1
+    ray_retries: int = 2
+    ray_item_timeout_s: float = 0.0
+    ray_shared_filesystem: bool = False
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -63,4 +75,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         catalog_data_uri=env.get("SVD_DAG_CATALOG_DATA_URI") or f"{storage_uri.rstrip('/')}/catalog",
         catalog_password=env.get("SVD_DAG_CATALOG_PASSWORD") or None,
         catalog_memory_limit=env.get("SVD_DAG_CATALOG_MEMORY_LIMIT") or "1GB",
+        executor=(env.get("SVD_DAG_EXECUTOR") or "local").strip().lower(),
+        max_workers=int(env.get("SVD_DAG_MAX_WORKERS") or 0),
+        ray_address=env.get("SVD_DAG_RAY_ADDRESS") or env.get("RAY_ADDRESS") or None,
+        ray_cpus_per_video=int(env.get("SVD_DAG_RAY_CPUS_PER_VIDEO") or 1),
+        ray_retries=int(env.get("SVD_DAG_RAY_RETRIES") or 2),
+        ray_item_timeout_s=float(env.get("SVD_DAG_RAY_ITEM_TIMEOUT_S") or 0),
+        ray_shared_filesystem=_flag(env.get("SVD_DAG_RAY_SHARED_FILESYSTEM")),
     )

@@ -13,6 +13,11 @@ for key, value in {
     "DO_NOT_TRACK": "true",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DAGSTER_DISABLE_TELEMETRY": "1",
+    # Ray reads these when first imported (whoever imports it first): keep every Ray address
+    # on 127.0.0.1 instead of the host's outward one, no token auth, no usage reports.
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
 }.items():
     os.environ.setdefault(key, value)
 
@@ -169,3 +174,47 @@ def postgres(tmp_path_factory):
         except ProcessLookupError:
             break
         time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory, s3_endpoint):
+    """A real Ray cluster on loopback: a head with no CPUs and two 1-CPU worker nodes, so every
+    task runs on a worker node. Stopped through `Cluster.shutdown()` (it ends the processes it
+    started, by pid), never `ray stop`.
+
+    Ray would otherwise advertise the host's outward address (each node is given 127.0.0.1, and
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps the rest on loopback), turn token auth on and write ~/.ray (HOME and RAY_TMPDIR point at a
+    temporary folder while it starts)."""
+    from ray.cluster_utils import Cluster
+
+    tmp = str(tmp_path_factory.mktemp("ray"))
+    env = {"RAY_TMPDIR": tmp, "HOME": tmp}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    cluster = Cluster(initialize_head=True, shutdown_at_exit=False,
+                      head_node_args={"num_cpus": 0, "include_dashboard": False, "node_ip_address": "127.0.0.1"})
+    workers = [cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1") for _ in range(2)]
+    cluster.wait_for_nodes()
+    if saved["HOME"] is not None:
+        os.environ["HOME"] = saved["HOME"]
+    try:
+        import ray._private.services as services
+
+        addresses = {n.address_info["node_ip_address"] for n in [cluster.head_node, *workers]}
+        assert addresses == {"127.0.0.1"}, f"a Ray node left loopback: {addresses}"
+        assert cluster.address.startswith("127.0.0.1:")
+        # what a driver connecting to 127.0.0.1 turns it into (the host's outward address unless
+        # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set before Ray was imported)
+        assert services.canonicalize_bootstrap_address(cluster.address).startswith("127.0.0.1:")
+        yield {"address": cluster.address, "workers": {n.node_id for n in workers}, "head": cluster.head_node.node_id}
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -258,3 +258,74 @@ def test_vblip_folder_of_the_wrong_kind_is_an_error(llm_store):
     os.rename(llm_store / "models" / "llm", llm_store / "models" / "vblip")
     with pytest.raises(ValueError, match="blip-2"):
         cap.VideoBlipCaptioner(_store(llm_store))
+
+
+def test_caption_batch_equals_each_clip_on_its_own(frames):
+    from svd_dag.curation.devices import Placement
+
+    clips = [frames, [frames[1], frames[0], frames[2]], [frames[0], frames[2], frames[1]]]  # three middle frames
+    for arch, tokens in ((TINY_COCA, 12), ("coca_ViT-B-32", 8)):
+        coca = cap.CocaCaptioner(arch, None, seed=0, max_tokens=tokens, placement=Placement("cpu", batch_frames=2))
+        assert (coca.device, coca.dtype, coca.batch_frames) == ("cpu", "fp32", 2)
+        alone = [coca.caption(clip) for clip in clips]
+        assert len(set(alone)) == 3 and all(alone)
+        assert coca.caption_batch(clips) == alone  # chunks of 2 + 1: one generate() call each
+        if arch == TINY_COCA:  # (each ViT-B-32 caption costs ~0.5 s here)
+            wide = cap.CocaCaptioner(arch, None, seed=0, max_tokens=tokens, placement=Placement("cpu", batch_frames=8))
+            assert wide.load() is coca.load()  # the batch size does not reload the model
+            assert wide.caption_batch(clips) == alone and wide.caption_batch([]) == []
+    with pytest.raises(ValueError, match="frames"):
+        coca.caption_batch([frames, []])
+
+
+def test_a_row_that_ended_early_drops_the_batch_padding():
+    from svd_dag.curation.compat import import_open_clip
+
+    tok = import_open_clip().get_tokenizer("coca_ViT-B-32")
+    sot, eos, pad = 49406, 49407, 0
+    cat = tok("a cat")[0, 1:3].tolist()
+    assert cap.CocaCaptioner._decode(tok, [sot, *cat, eos, pad, pad], eos, pad) == "a cat"
+    ended_on_pad = cap.CocaCaptioner._decode(tok, [sot, *cat, pad], eos, pad)  # generate() stops a row at pad
+    assert cap.CocaCaptioner._decode(tok, [sot, *cat, pad, pad, pad], eos, pad) == ended_on_pad
+
+
+def test_coca_bf16_on_cpu_and_cuda_error(frames):
+    import torch
+
+    from svd_dag.curation.devices import Placement
+
+    coca = cap.CocaCaptioner(TINY_COCA, None, seed=0, max_tokens=12, placement=Placement("cpu", "bf16"))
+    assert (coca.device, coca.dtype) == ("cpu", "bf16")
+    assert next(coca.load().model.parameters()).dtype == torch.bfloat16
+    fp32 = cap.CocaCaptioner(TINY_COCA, None, seed=0, max_tokens=12)
+    assert next(fp32.load().model.parameters()).dtype == torch.float32  # cached apart
+    text = coca.caption(frames)
+    assert isinstance(text, str) and text
+    built = cap.build_captioners(None, TINY_COCA, placement=Placement("cpu", "bf16"))
+    assert [(c.device, c.dtype) for c in built] == [("cpu", "bf16")] * 3
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            cap.CocaCaptioner(TINY_COCA, None, placement=Placement(device="cuda"))
+
+
+def test_caption_clips_batches_like_caption_clip(tmp_path, frames):
+    built = cap.build_captioners(_store(tmp_path), TINY_COCA, coca_max_tokens=12)
+    clips = [frames, [frames[1], frames[0], frames[2]]]
+    assert cap.caption_clips(built, clips) == [cap.caption_clip(built, c) for c in clips]
+    assert [c.caption_batch(clips) for c in built[1:]] == [[None, None]] * 2
+
+
+def test_vblip_and_llm_follow_the_placement(vblip_store, llm_store, frames):
+    import torch
+
+    from svd_dag.curation.devices import Placement
+
+    bf16 = Placement("cpu", "bf16")
+    vblip = cap.VideoBlipCaptioner(_store(vblip_store), max_tokens=8, placement=bf16)
+    assert (vblip.device, vblip.dtype) == ("cpu", "bf16") and vblip.load()[1].dtype == torch.bfloat16
+    assert cap.VideoBlipCaptioner(_store(vblip_store)).load()[1].dtype == torch.float32  # cached apart
+    texts = vblip.caption_batch([frames, frames[::-1]])
+    assert len(texts) == 2 and all(isinstance(t, str) and t for t in texts)
+    llm = cap.LlmSummaryCaptioner(_store(llm_store), placement=bf16)
+    assert llm.load()[1].dtype == torch.bfloat16
+    assert isinstance(llm.summarise(["a cat sitting on a mat"]), str)

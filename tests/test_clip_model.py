@@ -10,6 +10,7 @@ import skimage.data
 
 from svd_dag.curation import clip_model
 from svd_dag.curation.clip_model import embed_images, embed_texts, load_clip, load_clip_text
+from svd_dag.curation.devices import Placement
 from svd_dag.model_store import ModelStore, file_sha256
 
 TINY = "svdtest-tiny-clip"
@@ -125,3 +126,53 @@ def test_the_text_tower_alone_embeds_like_the_whole_clip(tmp_path):
     assert (random_text.weights, random_text.version) == ("random", f"{TINY}-text@random-init-seed0")
     assert embed_texts(random_text, texts).shape == (3, 32)
 
+
+
+def _clip_frames(image, n: int = 3) -> list[np.ndarray]:
+    """n frames of one 'clip': the image panning right a few pixels a frame."""
+    return [np.ascontiguousarray(image[:, 8 * i: image.shape[1] - 8 * (n - i)]) for i in range(n)]
+
+
+def test_frames_of_two_clips_embed_alike_in_one_batch_and_one_by_one():
+    m = load_clip("ViT-B-32", None)
+    assert (m.device, m.dtype, m.batch_frames) == ("cpu", "fp32", 32)  # Placement() without CUDA
+    frames = _clip_frames(skimage.data.astronaut()) + _clip_frames(skimage.data.coffee())  # two sizes
+    batched = embed_images(m, frames)  # one forward pass of all six
+    single = np.concatenate([embed_images(m, [f]) for f in frames])
+    assert batched.shape == (6, 512) and batched.dtype == np.float32
+    assert np.abs(batched - single).max() <= 1e-5  # measured ~1e-7 (fp32 rounding)
+    assert (batched * single).sum(axis=1).min() >= 0.99999
+    m4 = load_clip("ViT-B-32", None, placement=Placement("cpu", "fp32", batch_frames=4))
+    assert m4.batch_frames == 4 and m4.model is m.model  # the batch size does not reload the model
+    assert np.abs(embed_images(m4, frames) - single).max() <= 1e-5
+
+
+def test_bf16_on_cpu_is_close_to_fp32_and_cached_apart(frames):
+    import torch
+
+    fp32 = load_clip(TINY, None)
+    bf16 = load_clip(TINY, None, placement=Placement("cpu", "bf16"))
+    assert (bf16.device, bf16.dtype) == ("cpu", "bf16") and bf16.version == fp32.version
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    assert next(fp32.model.parameters()).dtype == torch.float32  # the cached fp32 model is untouched
+    assert load_clip(TINY, None, placement=Placement("cpu", "bf16")) is bf16
+    a, b = embed_images(fp32, frames), embed_images(bf16, frames)
+    assert b.dtype == np.float32
+    assert (a * b).sum(axis=1).min() >= 0.999 and np.abs(a - b).max() <= 0.02  # measured cos >= 0.9999, 3e-3
+    texts = ["a cat on a sofa", "a cup of coffee"]
+    ta = embed_texts(fp32, texts)
+    for tm in (bf16, load_clip_text(TINY, None, placement=Placement("cpu", "bf16"))):
+        tb = embed_texts(tm, texts)
+        assert tb.dtype == np.float32
+        ref = ta if tm is bf16 else embed_texts(load_clip_text(TINY, None), texts)
+        assert (ref * tb).sum(axis=1).min() >= 0.999 and np.abs(ref - tb).max() <= 0.02
+
+
+def test_cuda_on_a_machine_without_one_is_a_clear_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    for loader in (load_clip, load_clip_text):
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            loader(TINY, None, placement=Placement(device="cuda"))

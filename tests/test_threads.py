@@ -10,10 +10,11 @@ import cv2
 import pytest
 
 import synth
-from svd_dag.curation.annotate import annotate
+from svd_dag.curation.annotate import score_clips
 from svd_dag.curation.clip_pass import ClipPassTask, process_video, scan_key
 from svd_dag.curation.cuts import CascadeConfig
 from svd_dag.curation.executor import LocalProcessExecutor
+from svd_dag.curation.frame_annotators import Identity, MotionSpec
 from svd_dag.curation.motion import clip_motion
 from svd_dag.curation.threads import available_cpus, opencv_threads, read_ahead
 from svd_dag.curation.video_scan import SampleConfig, decoder_threads, scan_video
@@ -114,8 +115,8 @@ def test_motion_rows_are_the_same_with_one_thread_or_several(tmp_path):
     assert len(out["clips"]) == 2
 
     def run(workers):
-        return annotate(store, clips, "all", lambda clip, frames: clip_motion(frames), "farneback", "v", "n/a",
-                        workers=workers)
+        spec = MotionSpec(256, "v", workers)
+        return score_clips(store, clips, spec.which, spec.build(), Identity("farneback", "v", "n/a"), threads=workers)
 
     serial, threaded = run(1), run(3)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "annotated_at"} for r in rows]  # noqa: E731

@@ -13,7 +13,7 @@ import dagster as dg
 from pydantic import Field
 
 from svd_dag.assets.common import md_table, source_version
-from svd_dag.resources import CatalogResource, ModelStoreResource, StorageResource
+from svd_dag.resources import CatalogResource, ModelStoreResource, StorageResource, VideoExecutorResource
 
 GROUP = "curation"
 BATCH_CODE = ("curation/annotate.py", "curation/annotation_batches.py")
@@ -21,6 +21,26 @@ BATCH_CODE = ("curation/annotate.py", "curation/annotation_batches.py")
 
 class AnnotatorConfig(dg.Config):
     batch_clips: int = Field(default=256, description="clips scored and committed together; a crash loses at most one batch")
+
+
+class PlacementConfig(AnnotatorConfig):
+    device: str = Field(default="auto", description="auto (CUDA when the worker sees a GPU, else CPU), cpu, cuda or "
+                                                    "cuda:N; resolved where the model loads (on Ray: in each actor)")
+    dtype: str = Field(default="auto", description="auto (bf16 on a GPU, fp32 on the CPU), fp32, fp16 or bf16")
+    batch_frames: int = Field(default=32, description="frames per forward pass, across the clips of a batch")
+
+    def placement(self):
+        from svd_dag.curation.devices import Placement
+
+        return Placement(self.device, self.dtype, self.batch_frames).validate()
+
+
+class ModelAnnotatorConfig(PlacementConfig):
+    ray_actors: int = Field(default=0, description="executor=ray: actors holding the model (0: as many as the "
+                                                   "cluster's GPUs hold at ray_gpus_per_actor, or one per CPU)")
+    ray_gpus_per_actor: float = Field(default=0.0, description="executor=ray: GPUs per actor; fractional (0.25) "
+                                                               "fits several on one GPU; 0: CPU actors")
+    ray_cpus_per_actor: float = Field(default=1.0, description="executor=ray: CPUs per actor (its torch threads)")
 
 
 def _current_version(cat, annotator: str, table: str) -> dict:
@@ -42,6 +62,9 @@ def _result(context, cat, run, table: str, annotator: str, model_version: str, w
     record_version(cat, annotator, model_version, weights, table)
     cat.compact()  # the run's per-batch commits become a few Parquet files
     version, rows = table_version(cat, table, model_version)
+    placed = cat.rows(f'SELECT device, dtype, count(*) AS n FROM "{table}" WHERE model_version = ? GROUP BY ALL '
+                      "ORDER BY n DESC", [model_version]) \
+        if "device" in cat.query(f'SELECT * FROM "{table}" LIMIT 0').schema.names else []
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
@@ -54,27 +77,32 @@ def _result(context, cat, run, table: str, annotator: str, model_version: str, w
             "quarantined": run.failed,
             "batches_committed": run.batches,
             "catalog_table": f"{cat.path}::{table}",
+            "placement": ", ".join(f"{p['device']}/{p['dtype']} ({p['n']} rows)" for p in placed) or "n/a",
             **(extra or {}),
         },
     )
 
 
-def _frame_annotator(context, cat, store, table: str, annotator: str, model_version: str, weights: str,
-                     which: str, score: Callable[[dict, list], dict], batch_clips: int, workers: int = 1,
+def _frame_annotator(context, cat, store, video_executor, table: str, spec, config: AnnotatorConfig,
                      finish_batch: Callable[[list[dict]], list[dict]] | None = None):
-    """Score the stored frame samples of every pending clip, batch by batch."""
-    from svd_dag.curation.annotate import annotate
+    """Score the stored frame samples of every pending clip with `spec`'s scorer, batch by
+    batch: in this process, or on a pool of Ray actors (executor=ray)."""
+    import dataclasses
+
     from svd_dag.curation.annotation_batches import on_current_samples, run_batches
 
-    model_version = on_current_samples(cat, model_version)
+    identity = spec.identity()
+    identity = dataclasses.replace(identity, model_version=on_current_samples(cat, identity.model_version))
+    pool = {k: getattr(config, f"ray_{k}") for k in ("actors", "cpus_per_actor", "gpus_per_actor")
+            if hasattr(config, f"ray_{k}")}
+    stream = video_executor.annotator_stream(spec, identity, store, **pool)
 
-    def score_batch(clips: list[dict]):
-        done = annotate(store, clips, which, score, annotator, model_version, weights, workers=workers)
-        rows = finish_batch(done.rows) if finish_batch and done.rows else done.rows
-        return rows, done.failures
+    def scored(batches):
+        for batch, done in stream(batches):
+            yield batch, (finish_batch(done.rows) if finish_batch and done.rows else done.rows), done.failures
 
-    run = run_batches(cat, table, model_version, batch_clips, context.log.info, score_batch)
-    return run, model_version
+    run = run_batches(cat, table, identity.model_version, config.batch_clips, context.log.info, score_stream=scored)
+    return run, identity
 
 
 class MotionConfig(AnnotatorConfig):
@@ -86,7 +114,7 @@ class MotionConfig(AnnotatorConfig):
 @dg.asset(group_name=GROUP, deps=["clips"], code_version=source_version("curation/motion.py", *BATCH_CODE),
           kinds={"duckdb", "opencv"})
 def motion_scores(context: dg.AssetExecutionContext, config: MotionConfig, storage: StorageResource,
-                  catalog: CatalogResource) -> dg.MaterializeResult:
+                  catalog: CatalogResource, video_executor: VideoExecutorResource) -> dg.MaterializeResult:
     """Motion per clip: Farneback dense optical flow between consecutive 2-fps samples, mean
     magnitude over all pixels and pairs (SVD's static-scene filter), computed at
     `flow_width` pixels wide; magnitudes are pixels of a 320-px-wide frame per 0.5 s at any
@@ -94,43 +122,44 @@ def motion_scores(context: dg.AssetExecutionContext, config: MotionConfig, stora
     flow direction and divergence, from which camera-motion labels are derived.
     """
     from svd_dag.curation.annotation_batches import json_digest
-    from svd_dag.curation.motion import FARNEBACK, MOTION_UNIT_WIDTH, clip_motion
+    from svd_dag.curation.frame_annotators import MotionSpec
+    from svd_dag.curation.motion import FARNEBACK, MOTION_UNIT_WIDTH
 
     cat = catalog.catalog()
     version = f"farneback-{json_digest([FARNEBACK, config.flow_width])[:8]}@{config.flow_width}px-u{MOTION_UNIT_WIDTH}"
-    run, version = _frame_annotator(context, cat, storage.store(), "motion_scores", "farneback", version, "n/a", "all",
-                                    lambda clip, frames: clip_motion(frames, config.flow_width), config.batch_clips,
-                                    workers=config.workers)
-    return _result(context, cat, run, "motion_scores", "farneback", version, "n/a", extra={
+    run, who = _frame_annotator(context, cat, storage.store(), video_executor, "motion_scores",
+                                MotionSpec(config.flow_width, version, config.workers), config)
+    return _result(context, cat, run, "motion_scores", who.annotator, who.model_version, who.weights, extra={
         "flow_resolution": f"{config.flow_width} px wide, aspect kept; pairs 0.5 s apart (2 fps); "
                            f"magnitudes in px of a {MOTION_UNIT_WIDTH}-px-wide frame",
         "farneback": dg.MetadataValue.json(FARNEBACK)})
 
 
+class OcrConfig(ModelAnnotatorConfig):
+    batch_frames: int = Field(default=8, description="frames per CRAFT forward pass; on the CPU batching saves "
+                                                     "little and each 720p frame costs ~0.6 GB, on a GPU raise it")
+
+
 @dg.asset(group_name=GROUP, deps=["clips"], code_version=source_version("curation/ocr.py", *BATCH_CODE),
           kinds={"duckdb", "pytorch"})
-def ocr_scores(context: dg.AssetExecutionContext, config: AnnotatorConfig, storage: StorageResource,
-               catalog: CatalogResource) -> dg.MaterializeResult:
+def ocr_scores(context: dg.AssetExecutionContext, config: OcrConfig, storage: StorageResource,
+               catalog: CatalogResource, video_executor: VideoExecutorResource) -> dg.MaterializeResult:
     """Text area per clip: CRAFT text detection (easyocr's detector, real weights) on the
-    first, middle and last frames; `text_area` is the largest fraction of a frame covered
-    by text boxes (the paper drops clips with much text: captions, credits, watermarks).
+    first, middle and last frames, batched across clips on the configured device;
+    `text_area` is the largest fraction of a frame covered by text boxes (the paper drops
+    clips with much text: captions, credits, watermarks).
     """
-    from svd_dag.curation.ocr import get_text_detector
+    from svd_dag.curation.frame_annotators import CraftSpec
 
-    cat, detector = catalog.catalog(), get_text_detector()
-
-    def score(clip: dict, frames: list) -> dict:
-        fractions = [detector.text_area_fraction(f) for f in frames]
-        return {"text_area": max(fractions), "frame_text_areas": fractions}
-
-    run, version = _frame_annotator(context, cat, storage.store(), "ocr_scores", "craft", detector.version,
-                                    "pretrained", "keyframes", score, config.batch_clips)
-    return _result(context, cat, run, "ocr_scores", "craft", version, "pretrained", extra={
+    cat = catalog.catalog()
+    run, who = _frame_annotator(context, cat, storage.store(), video_executor, "ocr_scores",
+                                CraftSpec(config.placement()), config)
+    return _result(context, cat, run, "ocr_scores", who.annotator, who.model_version, who.weights, extra={
         "ocr_resolution": "the stored samples (512 px wide by default, see clips.sample_width); "
                           "boxes of 20 px or less are ignored"})
 
 
-class ClipEmbeddingsConfig(AnnotatorConfig):
+class ClipEmbeddingsConfig(ModelAnnotatorConfig):
     arch: str = Field(default="ViT-B-32", description="open_clip architecture; the paper's aesthetic head needs ViT-L-14")
 
 
@@ -138,7 +167,8 @@ class ClipEmbeddingsConfig(AnnotatorConfig):
           code_version=source_version("curation/clip_model.py", "curation/embedding_files.py", *BATCH_CODE),
           kinds={"duckdb", "pytorch", "parquet"})
 def clip_embeddings(context: dg.AssetExecutionContext, config: ClipEmbeddingsConfig, storage: StorageResource,
-                    catalog: CatalogResource, model_store: ModelStoreResource) -> dg.MaterializeResult:
+                    catalog: CatalogResource, model_store: ModelStoreResource,
+                    video_executor: VideoExecutorResource) -> dg.MaterializeResult:
     """open_clip image embeddings of each clip's first, middle and last frames (L2-normalised)
     and their normalised mean, stored as float16 in Parquet files under
     `<storage>/clip_embeddings/` (one per committed batch); the catalog table names each
@@ -147,28 +177,24 @@ def clip_embeddings(context: dg.AssetExecutionContext, config: ClipEmbeddingsCon
     `weights=random`.
     """
     from svd_dag.curation.annotation_batches import json_digest
-    from svd_dag.curation.clip_model import embed_images, load_clip
     from svd_dag.curation.embedding_files import write_embedding_file
+    from svd_dag.curation.frame_annotators import ClipSpec
 
     cat, store = catalog.catalog(), storage.store()
-    model = load_clip(config.arch, model_store.model_store())
-    if model.weights == "random":
+    spec = ClipSpec(config.arch, model_store.model_store(), config.placement())
+    who = spec.identity()
+    if who.weights == "random":
         context.log.warning(f"no CLIP weights for {config.arch} in the model store: random init, scores labelled weights=random")
-
-    def score(clip: dict, frames: list) -> dict:
-        return {"arch": config.arch, "embed_dim": model.embed_dim, "frames": len(frames),
-                "vectors": embed_images(model, frames)}
-
-    folder = f"clip_embeddings/{json_digest(model.version)}"
+    folder = f"clip_embeddings/{json_digest(who.model_version)}"
 
     def finish_batch(rows: list[dict]) -> list[dict]:
         uri = write_embedding_file(store, folder, [r["clip_id"] for r in rows], [r.pop("vectors") for r in rows])
         return [{**r, "embeddings_uri": uri} for r in rows]
 
-    run, version = _frame_annotator(context, cat, store, "clip_embeddings", "open_clip", model.version, model.weights,
-                                    "keyframes", score, config.batch_clips, finish_batch=finish_batch)
-    return _result(context, cat, run, "clip_embeddings", "open_clip", version, model.weights, extra={
-        "arch": config.arch, "embed_dim": model.embed_dim, "storage": "float16 Parquet, one file per batch",
+    run, who = _frame_annotator(context, cat, store, video_executor, "clip_embeddings", spec, config,
+                                finish_batch=finish_batch)
+    return _result(context, cat, run, "clip_embeddings", who.annotator, who.model_version, who.weights, extra={
+        "arch": config.arch, "embed_dim": spec.embed_dim(), "storage": "float16 Parquet, one file per batch",
         "embeddings_root": store.uri(folder)})
 
 
@@ -238,7 +264,7 @@ def aesthetic_scores(context: dg.AssetExecutionContext, config: AnnotatorConfig,
                    extra={"head": head.file, "head_kind": head.kind, "head_weights": head_weights})
 
 
-class CaptionsConfig(AnnotatorConfig):
+class CaptionsConfig(ModelAnnotatorConfig):
     coca_arch: str = Field(default="coca_ViT-B-32", description="open_clip CoCa architecture (weights from coca/<arch>.*)")
     coca_max_tokens: int = Field(default=20, description="caption length cap; a random-init CoCa never stops early")
 
@@ -246,36 +272,29 @@ class CaptionsConfig(AnnotatorConfig):
 @dg.asset(group_name=GROUP, deps=["clips"], code_version=source_version("curation/captioners.py", *BATCH_CODE),
           kinds={"duckdb", "pytorch"})
 def captions(context: dg.AssetExecutionContext, config: CaptionsConfig, storage: StorageResource,
-             catalog: CatalogResource, model_store: ModelStoreResource) -> dg.MaterializeResult:
-    """Synthetic captions per clip, one row per (clip, captioner): CoCa on the middle frame,
-    the video captioner (V-BLIP) on the key frames and an LLM summary of both. Captioners
-    whose weights are not in the model store are reported as not configured; no text is
-    ever made up. Random-init CoCa captions are labelled `weights=random`.
+             catalog: CatalogResource, model_store: ModelStoreResource,
+             video_executor: VideoExecutorResource) -> dg.MaterializeResult:
+    """Synthetic captions per clip, one row per (clip, captioner): CoCa on the middle frame
+    (batched across clips, greedy decoding), the video captioner (V-BLIP) on the key frames
+    and an LLM summary of both. Captioners whose weights are not in the model store are
+    reported as not configured; no text is ever made up. Random-init CoCa captions are
+    labelled `weights=random`.
     """
-    from svd_dag.curation.annotation_batches import json_digest
-    from svd_dag.curation.captioners import build_captioners, caption_clip
+    from svd_dag.curation.frame_annotators import CaptionSpec
 
     cat = catalog.catalog()
-    captioners = build_captioners(model_store.model_store(), config.coca_arch, coca_max_tokens=config.coca_max_tokens)
-    ready = [c for c in captioners if c.status == "ok"]
-    version = "+".join(f"{c.name}={c.version}" for c in ready) + "@" + json_digest([getattr(c, "params", None) for c in ready])[:8]
-    weights = _combine_weights(*[c.weights or "" for c in ready])
-
-    def score(clip: dict, frames: list) -> dict:
-        texts = caption_clip(ready, frames)
-        return {"caption": texts.get("coca"), "captions_by_model": json.dumps(texts)}
-
-    run, version = _frame_annotator(context, cat, storage.store(), "captions", "captioners", version, weights,
-                                    "keyframes", score, config.batch_clips)
+    spec = CaptionSpec(model_store.model_store(), config.coca_arch, config.coca_max_tokens, config.placement())
+    run, who = _frame_annotator(context, cat, storage.store(), video_executor, "captions", spec, config)
     status = [{"captioner": c.name, "status": c.status, "weights": c.weights or "-", "version": c.version or "-",
-               "detail": c.detail or ""} for c in captioners]
-    return _result(context, cat, run, "captions", "captioners", version, weights, extra={"captioners": md_table(status)})
+               "detail": c.detail or ""} for c in spec.captioners()]
+    return _result(context, cat, run, "captions", who.annotator, who.model_version, who.weights,
+                   extra={"captioners": md_table(status)})
 
 
 @dg.asset(group_name=GROUP, deps=["captions", "clip_embeddings"],
           code_version=source_version("curation/clip_model.py", "curation/embedding_files.py", *BATCH_CODE),
           kinds={"duckdb", "pytorch"})
-def caption_similarity(context: dg.AssetExecutionContext, config: AnnotatorConfig, storage: StorageResource,
+def caption_similarity(context: dg.AssetExecutionContext, config: PlacementConfig, storage: StorageResource,
                        catalog: CatalogResource, model_store: ModelStoreResource) -> dg.MaterializeResult:
     """CLIP similarity between each clip's CoCa caption and its key frames: the cosine between
     the caption's text embedding (the text tower of the embeddings' CLIP, loaded alone) and
@@ -293,7 +312,8 @@ def caption_similarity(context: dg.AssetExecutionContext, config: AnnotatorConfi
     cap = _current_version(cat, "captioners", "captions")
     first = cat.rows("SELECT arch FROM clip_embeddings WHERE model_version = ? LIMIT 1", [emb["model_version"]])
     # Only the text tower is loaded (the frames are already embedded): a third of the memory.
-    text = load_clip_text(first[0]["arch"] if first else "ViT-B-32", model_store.model_store())
+    text = load_clip_text(first[0]["arch"] if first else "ViT-B-32", model_store.model_store(),
+                          placement=config.placement())
     version = f"{emb['model_version']}+{cap['model_version']}+text={text.version}"
     weights = _combine_weights(emb["weights"], cap["weights"], text.weights)
 
@@ -312,7 +332,8 @@ def caption_similarity(context: dg.AssetExecutionContext, config: AnnotatorConfi
             per_frame = (fe.frames * fe.per_frame(texts)).sum(axis=1)
             sims = fe.per_clip_mean(per_frame)
             rows += [{"clip_id": cid, "caption_similarity": float(sims[i]), "annotator": "clip_text_image",
-                      "model_version": version, "weights": weights, "annotated_at": stamp}
+                      "model_version": version, "weights": weights, "device": text.device, "dtype": text.dtype,
+                      "annotated_at": stamp}
                      for i, cid in enumerate(fe.clip_ids)]
         return rows, failures
 

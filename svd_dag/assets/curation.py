@@ -159,7 +159,7 @@ def clips(
     todo = sorted((v for sha, v in videos.items() if sha not in done), key=lambda v: (-(v["frame_count"] or 0), v["uri"]))
     context.log.info(f"{len(videos)} videos: {len(done & set(videos))} already scanned with these settings, {len(todo)} to decode")
 
-    executor = video_executor.executor()
+    executor = video_executor.executor(raw_storage.uri, storage.uri)
     threads = executor.threads_per_item(len(todo))
     tasks = [
         ClipPassTask(v["uri"], v["sha256"], raw_storage.uri, storage.uri, cascade, sampling, config.min_clip_s, key,
@@ -229,7 +229,7 @@ def _commit_scans(context, cat: Catalog, outcomes: list, key: str, totals: dict)
                       "frames_decoded": o.value["frames_decoded"], "decode_segments": o.value["decode_segments"],
                       "decode_note": o.value["decode_note"], "dropped_short": o.value["dropped_short"],
                       "boundaries": json.dumps(o.value["boundaries"]), "samples_uri": o.value["samples_uri"],
-                      "scanned_at": now()})
+                      "worker_node": o.node, "scanned_at": now()})
 
     def commit(con):
         if "clips" in table_names(con):  # videos rescanned or failed lose their old rows
@@ -295,7 +295,7 @@ def clip_shards(
             "USING (clip_id)") if "clip_shards" in cat.tables() else "WHERE $key IS NOT NULL AND $present IS NOT NULL"
     kept = int(cat.scalar("SELECT count(*) FROM lvd_f"))
     written, failures, shards, failed_sample = 0, 0, [], []
-    executor = video_executor.executor()
+    executor = video_executor.executor(raw_storage.uri, storage.uri)
     for todo, batches in iter_batches(cat, f"SELECT l.* FROM lvd_f l {have} ORDER BY l.clip_id",
                                       {"key": key, "present": present}, config.max_clips_per_shard * 4):
         context.log.info(f"{kept} clips in lvd_f {dataset['dataset_version']}: "

@@ -7,13 +7,12 @@ becomes a failure with its reason (quarantined by the caller), never a low score
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import traceback
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import pyarrow.parquet as pq
 
@@ -81,55 +80,63 @@ class AnnotationRun:
     failures: list[dict[str, Any]] = field(default_factory=list)
 
 
-def annotate(
-    store: Store,
-    clips: Iterable[dict[str, Any]],
-    which: FrameSelection,
-    score: Callable[[dict[str, Any], list], dict[str, Any]],
-    annotator: str,
-    model_version: str,
-    weights: str,
-    workers: int = 1,
-) -> AnnotationRun:
-    """Apply `score(clip, frames) -> columns` to every clip; rows carry who scored them.
+def _failure(clip: dict[str, Any], reason: str) -> dict[str, Any]:
+    return {"uri": clip_ref(clip), "clip_id": clip["clip_id"], "reason": reason}
 
-    `workers` > 1 scores the clips of one video at a time in that many threads (0: one per
-    CPU), with OpenCV's own pool off meanwhile. Only for scorers that spend their time in
-    code that releases the GIL (OpenCV); the torch models keep `workers=1` and their own
-    intra-op threads. Rows come out in the same order either way.
-    """
+
+def _reason(clip: dict[str, Any], annotator: str, e: Exception) -> str:
+    last = traceback.extract_tb(e.__traceback__)[-1]
+    return f"{clip_ref(clip)}: {annotator} failed: {type(e).__name__}: {e} (at {last.name}:{last.lineno})"
+
+
+def _decoded(store: Store, clips: list[dict[str, Any]], which: FrameSelection, threads: int):
+    """(clip, RGB frames, None) or (clip, None, reason) for each clip, JPEGs decoded in threads
+    (OpenCV releases the GIL)."""
+    items = [item for group in _clip_jpegs(store, clips, which) for item in group]
+    decode = lambda item: (item[0], None if item[1] is None else [decode_jpeg(j) for j in item[1]], item[2])  # noqa: E731
+    if threads <= 1 or len(items) <= 1:
+        return [decode(item) for item in items]
+    with opencv_threads(1), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="jpeg") as pool:
+        return list(pool.map(decode, items))
+
+
+def score_clips(store: Store, clips: list[dict[str, Any]], which: FrameSelection, scorer, identity,
+                threads: int = 0) -> AnnotationRun:
+    """Score a batch of clips with `scorer` (see frame_annotators.py) in one call; rows carry
+    who scored them and on what device.
+
+    If the batch call raises, each clip is scored alone, so only the clip that fails becomes a
+    failure (with its reason) and the rest of the batch keeps its scores."""
     run = AnnotationRun()
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-    def one(item: tuple[dict[str, Any], list[bytes] | None, str | None]) -> tuple[dict[str, Any], dict | None, str | None]:
-        clip, jpegs, error = item
+    stamp = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    ready = []
+    for clip, frames, error in _decoded(store, clips, which, threads if threads > 0 else available_cpus()):
         if error is not None:
-            return clip, None, error
-        try:
-            return clip, score(clip, [decode_jpeg(j) for j in jpegs]), None
-        except Exception as e:  # noqa: BLE001 - one clip's failure is recorded, the rest go on
-            last = traceback.extract_tb(e.__traceback__)[-1]
-            return clip, None, f"{clip_ref(clip)}: {annotator} failed: {type(e).__name__}: {e} (at {last.name}:{last.lineno})"
-
-    workers = workers if workers > 0 else available_cpus()
-    with contextlib.ExitStack() as stack:
-        pool = None
-        if workers > 1:
-            stack.enter_context(opencv_threads(1))
-            pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers, thread_name_prefix=annotator))
-        for group in _clip_jpegs(store, clips, which):
-            for clip, columns, error in (pool.map(one, group) if pool else map(one, group)):
-                if error is not None:
-                    run.failures.append({"uri": clip_ref(clip), "clip_id": clip["clip_id"], "reason": error})
-                    continue
-                run.rows.append(
-                    {
-                        "clip_id": clip["clip_id"],
-                        **columns,
-                        "annotator": annotator,
-                        "model_version": model_version,
-                        "weights": weights,
-                        "annotated_at": now,
-                    }
-                )
+            run.failures.append(_failure(clip, error))
+        else:
+            ready.append((clip, frames))
+    try:
+        scored = list(zip(ready, scorer.score([frames for _, frames in ready]))) if ready else []
+    except Exception:  # noqa: BLE001 - find the clip that fails; the others keep their scores
+        scored = []
+        for clip, frames in ready:
+            try:
+                scored.append(((clip, frames), scorer.score([frames])[0]))
+            except Exception as e:  # noqa: BLE001
+                run.failures.append(_failure(clip, _reason(clip, identity.annotator, e)))
+    for (clip, _), columns in scored:
+        run.rows.append({"clip_id": clip["clip_id"], **columns, "annotator": identity.annotator,
+                         "model_version": identity.model_version, "weights": identity.weights,
+                         **scorer.placement.label(), "annotated_at": stamp})
     return run
+
+
+def score_in_process(spec, identity, store: Store):
+    """A stream `batches -> (batch, AnnotationRun)` scoring here: the model is built once."""
+    scorer = spec.build()
+
+    def stream(batches: Iterable[list[dict[str, Any]]]) -> Iterator[tuple[list[dict[str, Any]], AnnotationRun]]:
+        for batch in batches:
+            yield batch, score_clips(store, batch, spec.which, scorer, identity)
+
+    return stream

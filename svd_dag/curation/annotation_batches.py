@@ -112,19 +112,25 @@ def commit_batch(cat: Catalog, table: str, rows: list[dict], failures: list[dict
     cat.write(commit)
 
 
+ScoreStream = Callable[[Iterator[list[dict]]], Iterator[tuple[list[dict], list[dict], list[dict]]]]
+
+
 def run_batches(cat: Catalog, table: str, version: str, batch_rows: int, log: Log,
-                score_batch: Callable[[list[dict]], tuple[list[dict], list[dict]]],
-                sql: Optional[str] = None, extra_params: Optional[dict] = None) -> BatchRun:
+                score_batch: Optional[Callable[[list[dict]], tuple[list[dict], list[dict]]]] = None,
+                sql: Optional[str] = None, extra_params: Optional[dict] = None,
+                score_stream: Optional[ScoreStream] = None) -> BatchRun:
     """Score every pending clip in batches of `batch_rows`, committing after each batch.
 
-    `score_batch(clips) -> (rows, failures)`; `sql` selects the pending work (default: clips
-    without a row under `version`), with `$version` bound."""
+    Either `score_batch(clips) -> (rows, failures)`, one batch at a time here, or
+    `score_stream(batches) -> (batch, rows, failures)` as batches finish (a pool of workers
+    with several batches in flight); `sql` selects the pending work (default: clips without a
+    row under `version`), with `$version` bound."""
     run = BatchRun(total=int(cat.scalar("SELECT count(*) FROM clips") or 0) if "clips" in cat.tables() else 0)
     sql = sql or pending_sql(table, cat.tables())
+    stream = score_stream or (lambda batches: ((b, *score_batch(b)) for b in batches))
     for n, batches in iter_batches(cat, sql, {"version": version, **(extra_params or {})}, batch_rows):
         progress = Progress(table, n, log)
-        for batch in batches:
-            rows, failures = score_batch(batch)
+        for batch, rows, failures in stream(batches):
             commit_batch(cat, table, rows, failures, {c["clip_id"]: c for c in batch if "video_uri" in c})
             run.scored += len(rows)
             run.failed += len(failures)

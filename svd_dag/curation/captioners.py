@@ -7,7 +7,8 @@ and returns None: it never makes up a caption. CoCa alone falls back to a seeded
 init (so the graph runs end to end anywhere), labelled `weights="random"`.
 
 Model folders (`vblip/`, `llm/`) are transformers `save_pretrained` folders in the store.
-Models load lazily on first use and are cached per process.
+Models load lazily on first use and are cached per process, per resolved device and dtype
+(`Placement`, given at construction and resolved there: `device` / `dtype` attributes).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from svd_dag.curation.devices import Placement
 from svd_dag.model_store import ModelStore, file_sha256
 
 FRAME_KINDS = ("image", "video")
@@ -54,6 +56,24 @@ class Captioner(Protocol):
         """Caption of a clip from its first, middle and last RGB frames (uint8 HxWx3)."""
         ...
 
+    def caption_batch(self, frames_per_clip: list[list[np.ndarray]]) -> list[str | None]:
+        """`caption` of each clip, batched across clips where the model allows."""
+        ...
+
+
+def _resolve(placement: Placement | None) -> Placement:
+    return (placement if placement is not None else Placement()).resolve()
+
+
+def _rng_devices(device: str) -> list[int]:
+    """The CUDA devices whose RNG `fork_rng` must save and restore (sampling runs there)."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return []
+    index = torch.device(device).index
+    return [torch.cuda.current_device() if index is None else index]
+
 
 class CocaCaptioner:
     """open_clip CoCa on the clip's middle frame."""
@@ -61,7 +81,7 @@ class CocaCaptioner:
     kind = "image"
 
     def __init__(self, arch: str = "coca_ViT-B-32", store: ModelStore | None = None, seed: int = 0,
-                 max_tokens: int = 30, top_k: int = 1):
+                 max_tokens: int = 30, top_k: int = 1, placement: Placement | None = None):
         from svd_dag.curation.clip_model import open_clip_version
 
         if max_tokens < 6:  # open_clip's generate() needs seq_len > its min_seq_len of 5
@@ -69,6 +89,9 @@ class CocaCaptioner:
         self.name = "coca"
         self.arch, self.store, self.seed = arch, store, seed
         self.max_tokens, self.top_k = max_tokens, top_k
+        self.placement = _resolve(placement)  # resolved here: an unusable device fails at construction
+        self.device, self.dtype, self.batch_frames = self.placement.device, self.placement.dtype, \
+            self.placement.batch_frames
         self.params = {"frame": "middle", "generation_type": "top_k", "top_k": top_k, "max_tokens": max_tokens,
                        "seed": seed}  # generation settings, for lineage next to `version`
         self.path = store.find_weights("coca", arch) if store is not None else None
@@ -80,25 +103,58 @@ class CocaCaptioner:
         )
 
     def load(self):
-        from svd_dag.curation.clip_model import build_open_clip, file_key
+        from svd_dag.curation.clip_model import build_open_clip, file_key, place_module
 
-        return _cached(("coca", self.arch, file_key(self.path), self.seed),
-                       lambda: build_open_clip(self.arch, "coca", self.store, self.seed))
+        def build():
+            built = build_open_clip(self.arch, "coca", self.store, self.seed)  # on the CPU, then placed
+            built.model = place_module(built.model, self.placement)
+            return built
+
+        return _cached(("coca", self.arch, file_key(self.path), self.seed, self.device, self.dtype), build)
 
     def caption(self, frames: list[np.ndarray]) -> str | None:
+        return self.caption_batch([frames])[0]
+
+    def caption_batch(self, frames_per_clip: list[list[np.ndarray]]) -> list[str | None]:
+        """Captions of many clips, from each clip's middle frame: one `generate` call per
+        `batch_frames` clips. With top_k=1 (greedy) a clip's caption does not depend on the
+        other clips of its batch; with top_k > 1 the sampled tokens do (one RNG stream)."""
         import torch
         from PIL import Image
 
-        if not frames:
-            raise ValueError("caption() needs the clip's frames (first, middle, last)")
+        for frames in frames_per_clip:
+            if not len(frames):
+                raise ValueError("caption() needs the clip's frames (first, middle, last)")
+        if not frames_per_clip:
+            return []
         built = self.load()
-        image = built.preprocess(Image.fromarray(np.ascontiguousarray(frames[len(frames) // 2])))[None]
-        # Seeded sampling without touching the caller's RNG; top_k because beam search
-        # is broken under transformers 5 (see compat.py).
-        with torch.random.fork_rng(devices=[]), torch.inference_mode():
-            torch.manual_seed(self.seed)
-            tokens = built.model.generate(image, generation_type="top_k", top_k=self.top_k, seq_len=self.max_tokens)
-        text = built.tokenizer.decode(tokens[0].tolist())
+        images = [built.preprocess(Image.fromarray(np.ascontiguousarray(frames[len(frames) // 2])))
+                  for frames in frames_per_clip]
+        eos, pad = 49407, built.model.pad_id  # generate()'s defaults
+        out: list[str | None] = []
+        for i in range(0, len(images), self.batch_frames):
+            batch = torch.stack(images[i:i + self.batch_frames]).to(
+                device=self.device, dtype=self.placement.torch_dtype, non_blocking=True)
+            # Seeded sampling without touching the caller's RNG; top_k because beam search
+            # is broken under transformers 5 (see compat.py).
+            with torch.random.fork_rng(devices=_rng_devices(self.device)), torch.inference_mode():
+                torch.manual_seed(self.seed)
+                tokens = built.model.generate(batch, generation_type="top_k", top_k=self.top_k,
+                                              seq_len=self.max_tokens)
+            for row in tokens.cpu().tolist():
+                out.append(self._decode(built.tokenizer, row, eos, pad))
+        return out
+
+    @staticmethod
+    def _decode(tokenizer, row: list[int], eos: int, pad: int) -> str | None:
+        # A row ends at its first eos or pad token (generate() stops a row there); in a batch
+        # the finished rows are padded until the longest one ends: drop that padding so the
+        # text is the one this clip gets on its own.
+        for j, token in enumerate(row[1:], start=1):
+            if token in (eos, pad):
+                row = row[:j + 1]
+                break
+        text = tokenizer.decode(row)
         text = text.split("<end_of_text>")[0].replace("<start_of_text>", "")
         return " ".join(text.split()) or None
 
@@ -134,7 +190,10 @@ class _FolderModel:
     rel = ""
     what = ""
 
-    def __init__(self, store: ModelStore | None):
+    def __init__(self, store: ModelStore | None, placement: Placement | None = None):
+        self.placement = _resolve(placement)
+        self.device, self.dtype, self.batch_frames = self.placement.device, self.placement.dtype, \
+            self.placement.batch_frames
         self.folder = find_model_dir(store, self.rel)
         if self.folder is None:
             where = store.describe(self.rel) if store is not None else f"<model store>/{self.rel}"
@@ -146,6 +205,12 @@ class _FolderModel:
         self.status, self.weights = "ok", "pretrained"
         self.version = f"{self.rel}:{self.model_type}@sha256:{folder_sha256(self.folder)[:12]}"
         self.detail = f"weights {self.folder}"
+
+    def _from_pretrained(self, cls):
+        """`cls.from_pretrained` in the placement's dtype (transformers 5 would otherwise pick the
+        checkpoint's, often fp16: slow or unsupported on the CPU), moved to its device."""
+        model = cls.from_pretrained(self.folder, local_files_only=True, dtype=self.placement.torch_dtype)
+        return model.to(self.device).eval()
 
     def _load_error(self, exc: Exception) -> ValueError:
         return ValueError(f"{self.rel} checkpoint {self.folder} cannot be loaded: {type(exc).__name__}: {exc}")
@@ -164,28 +229,27 @@ class VideoBlipCaptioner(_FolderModel):
     rel = "vblip"
     what = "a BLIP-2 / Video-BLIP checkpoint with its processor"
 
-    def __init__(self, store: ModelStore | None, max_tokens: int = 30):
-        super().__init__(store)
+    def __init__(self, store: ModelStore | None, max_tokens: int = 30, placement: Placement | None = None):
+        super().__init__(store, placement)
         self.max_tokens = max_tokens
         if self.status == "ok" and self.model_type != "blip-2":
             raise ValueError(f"vblip checkpoint {self.folder} has model_type {self.model_type!r}; expected 'blip-2'")
 
     def load(self):
         def build():
-            import torch
             from transformers import AutoProcessor, Blip2ForConditionalGeneration
 
             try:
                 processor = AutoProcessor.from_pretrained(self.folder, local_files_only=True)
-                # float32: transformers 5 defaults to the checkpoint's dtype (often fp16), slow or
-                # unsupported on CPU.
-                model = Blip2ForConditionalGeneration.from_pretrained(
-                    self.folder, local_files_only=True, dtype=torch.float32)
+                model = self._from_pretrained(Blip2ForConditionalGeneration)
             except Exception as exc:
                 raise self._load_error(exc) from exc
-            return processor, model.eval()
+            return processor, model
 
-        return _cached(("vblip", self.folder, self.version), build)
+        return _cached(("vblip", self.folder, self.version, self.device, self.dtype), build)
+
+    def caption_batch(self, frames_per_clip: list[list[np.ndarray]]) -> list[str | None]:
+        return [self.caption(frames) for frames in frames_per_clip]  # one clip per generate() call
 
     def caption(self, frames: list[np.ndarray]) -> str | None:
         import torch
@@ -198,27 +262,29 @@ class VideoBlipCaptioner(_FolderModel):
         processor, model = self.load()
         images = [Image.fromarray(np.ascontiguousarray(f)) for f in frames]
         pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        device = self.device
         with torch.inference_mode():
-            frame_tokens = model.vision_model(pixel_values=pixels.to(model.dtype), return_dict=True).last_hidden_state
+            frame_tokens = model.vision_model(pixel_values=pixels.to(device=device, dtype=model.dtype),
+                                              return_dict=True).last_hidden_state
             clip_tokens = frame_tokens.reshape(1, -1, frame_tokens.shape[-1])  # [1, frames * tokens, D]
             query = model.qformer(
                 query_embeds=model.query_tokens.expand(1, -1, -1),
                 encoder_hidden_states=clip_tokens,
-                encoder_attention_mask=torch.ones(clip_tokens.shape[:2], dtype=torch.long),
+                encoder_attention_mask=torch.ones(clip_tokens.shape[:2], dtype=torch.long, device=device),
                 return_dict=True,
             ).last_hidden_state
             embeds = model.language_projection(query.to(model.language_projection.weight.dtype))
             bos = model.config.text_config.bos_token_id
             if bos is not None:  # decoder-only LMs (OPT) start after BOS; T5's encoder has none
-                bos_embed = model.get_input_embeddings()(torch.tensor([[bos]])).to(embeds.dtype)
+                bos_embed = model.get_input_embeddings()(torch.tensor([[bos]], device=device)).to(embeds.dtype)
                 embeds = torch.cat([embeds, bos_embed], dim=1)
             out = model.language_model.generate(
                 inputs_embeds=embeds,
-                attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
+                attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=device),
                 max_new_tokens=self.max_tokens,
                 do_sample=False,
             )
-        text = processor.tokenizer.decode(out[0], skip_special_tokens=True).strip()
+        text = processor.tokenizer.decode(out[0].cpu(), skip_special_tokens=True).strip()
         return text or None
 
 
@@ -230,26 +296,28 @@ class LlmSummaryCaptioner(_FolderModel):
     rel = "llm"
     what = "a causal language model with its tokenizer"
 
-    def __init__(self, store: ModelStore | None, max_tokens: int = 40):
-        super().__init__(store)
+    def __init__(self, store: ModelStore | None, max_tokens: int = 40, placement: Placement | None = None):
+        super().__init__(store, placement)
         self.max_tokens = max_tokens
 
     def load(self):
         def build():
-            import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             try:
                 tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
-                model = AutoModelForCausalLM.from_pretrained(self.folder, local_files_only=True, dtype=torch.float32)
+                model = self._from_pretrained(AutoModelForCausalLM)
             except Exception as exc:
                 raise self._load_error(exc) from exc
-            return tokenizer, model.eval()
+            return tokenizer, model
 
-        return _cached(("llm", self.folder, self.version), build)
+        return _cached(("llm", self.folder, self.version, self.device, self.dtype), build)
 
     def caption(self, frames: list[np.ndarray]) -> str | None:
         return None  # works on captions, not frames: see summarise()
+
+    def caption_batch(self, frames_per_clip: list[list[np.ndarray]]) -> list[str | None]:
+        return [None] * len(frames_per_clip)
 
     @staticmethod
     def prompt(captions: list[str]) -> str:
@@ -272,17 +340,19 @@ class LlmSummaryCaptioner(_FolderModel):
         else:
             ids = tokenizer(text, return_tensors="pt")["input_ids"]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        ids = ids.to(self.device)
         with torch.inference_mode():
             out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.max_tokens,
                                  do_sample=False, pad_token_id=pad)
-        summary = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        summary = tokenizer.decode(out[0, ids.shape[1]:].cpu(), skip_special_tokens=True).strip()
         return summary.splitlines()[0].strip() if summary else None
 
 
 def build_captioners(store: ModelStore | None, coca_arch: str = "coca_ViT-B-32", seed: int = 0,
-                     coca_max_tokens: int = 30) -> list[Captioner]:
-    return [CocaCaptioner(coca_arch, store, seed, max_tokens=coca_max_tokens), VideoBlipCaptioner(store),
-            LlmSummaryCaptioner(store)]
+                     coca_max_tokens: int = 30, placement: Placement | None = None) -> list[Captioner]:
+    """CoCa, V-BLIP and the LLM summariser, all on `placement` (None: `Placement()`)."""
+    return [CocaCaptioner(coca_arch, store, seed, max_tokens=coca_max_tokens, placement=placement),
+            VideoBlipCaptioner(store, placement=placement), LlmSummaryCaptioner(store, placement=placement)]
 
 
 def caption_clip(captioners: list[Captioner], frames: list[np.ndarray]) -> dict[str, str | None]:
@@ -291,4 +361,15 @@ def caption_clip(captioners: list[Captioner], frames: list[np.ndarray]) -> dict[
     for c in captioners:
         if c.kind == "summary":
             out[c.name] = c.summarise([v for v in out.values() if v])  # type: ignore[attr-defined]
+    return out
+
+
+def caption_clips(captioners: list[Captioner], frames_per_clip: list[list[np.ndarray]]) -> list[dict[str, str | None]]:
+    """`caption_clip` of many clips, each frame captioner batched across them."""
+    by_name = {c.name: c.caption_batch(frames_per_clip) for c in captioners if c.kind in FRAME_KINDS}
+    out = [{name: texts[i] for name, texts in by_name.items()} for i in range(len(frames_per_clip))]
+    for c in captioners:
+        if c.kind == "summary":
+            for row in out:
+                row[c.name] = c.summarise([v for v in row.values() if v])  # type: ignore[attr-defined]
     return out

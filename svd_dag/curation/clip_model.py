@@ -3,11 +3,14 @@
 Weights come from `<models>/clip/<arch>.{safetensors,pt,pth,bin}`. Without them the
 architecture is built with a fixed seed and labelled `weights="random"`: the numbers
 are then reproducible but carry no meaning, and lineage says so through `version`.
-Loaded models are cached per process (one load per arch / weights file / seed).
+Loaded models are cached per process (one load per arch / weights file / seed / device /
+dtype). A model is always built on the CPU, then moved to its `Placement` (device and
+dtype); inputs are prepared on the CPU and each stacked batch moved to the model.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -17,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from svd_dag.curation.devices import Placement
 from svd_dag.model_store import ModelStore, file_sha256
 
 
@@ -29,6 +33,13 @@ class ClipModel:
     weights: str  # "pretrained" | "random"
     version: str
     embed_dim: int
+    device: str = "cpu"  # resolved Placement: where `model` lives and in which dtype
+    dtype: str = "fp32"
+    batch_frames: int = 32  # frames per forward pass in embed_images
+
+    @property
+    def torch_dtype(self):
+        return Placement(self.device, self.dtype).torch_dtype
 
 
 @dataclass
@@ -43,6 +54,13 @@ class ClipTextModel:
     weights: str
     version: str
     embed_dim: int
+    device: str = "cpu"
+    dtype: str = "fp32"
+    batch_frames: int = 32
+
+    @property
+    def torch_dtype(self):
+        return Placement(self.device, self.dtype).torch_dtype
 
 
 @dataclass
@@ -57,8 +75,36 @@ class OpenClipBuild:
     path: str | None
 
 
-_CACHE: dict[tuple, ClipModel] = {}
+_CACHE: dict[tuple, ClipModel | ClipTextModel] = {}  # one entry per model and device/dtype
+_VIEWS: dict[tuple, ClipModel | ClipTextModel] = {}  # the same model with another batch_frames
 _CACHE_LOCK = threading.Lock()
+
+
+def resolve_placement(placement: Placement | None) -> Placement:
+    """`placement` resolved in this process; None is `Placement()` (auto: CUDA bf16 where a
+    GPU is seen, else CPU fp32)."""
+    return (placement if placement is not None else Placement()).resolve()
+
+
+def place_module(module, placement: Placement):
+    """Move a CPU-built module to a resolved placement (a no-op for CPU fp32)."""
+    if (placement.device, placement.dtype) == ("cpu", "fp32"):
+        return module
+    return module.to(device=placement.device, dtype=placement.torch_dtype)
+
+
+def _cached_view(key: tuple, placement: Placement, build):
+    """The cached model under `key` (device and dtype included), as a record carrying
+    `placement.batch_frames`: models are shared across batch sizes, never re-placed."""
+    with _CACHE_LOCK:
+        view_key = key + (placement.batch_frames,)
+        if view_key not in _VIEWS:
+            if key not in _CACHE:
+                _CACHE[key] = build()
+            base = _CACHE[key]
+            _VIEWS[view_key] = base if base.batch_frames == placement.batch_frames else dataclasses.replace(
+                base, batch_frames=placement.batch_frames)
+        return _VIEWS[view_key]
 
 
 def build_open_clip(arch: str, family: str, store: ModelStore | None, seed: int = 0) -> OpenClipBuild:
@@ -126,35 +172,39 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(path)  # multi-GB checkpoints: hash each file version once per process
 
 
-def load_clip(arch: str, store: ModelStore | None, seed: int = 0) -> ClipModel:
-    """The CLIP model `arch` (e.g. "ViT-B-32"), cached per (arch, weights file, seed)."""
+def load_clip(arch: str, store: ModelStore | None, seed: int = 0, placement: Placement | None = None) -> ClipModel:
+    """The CLIP model `arch` (e.g. "ViT-B-32") on `placement` (None: `Placement()`), cached per
+    (arch, weights file, seed, resolved device, resolved dtype)."""
+    p = resolve_placement(placement)
     path = store.find_weights("clip", arch) if store is not None else None
-    key = (arch, file_key(path), seed)
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            from svd_dag.curation.compat import import_open_clip
+    key = (arch, file_key(path), seed, p.device, p.dtype)
 
-            built = build_open_clip(arch, "clip", store, seed)
-            embed_dim = int(import_open_clip().get_model_config(arch)["embed_dim"])
-            _CACHE[key] = ClipModel(
-                built.model, built.preprocess, built.tokenizer, arch, built.weights, built.version, embed_dim
-            )
-        return _CACHE[key]
+    def build() -> ClipModel:
+        from svd_dag.curation.compat import import_open_clip
+
+        built = build_open_clip(arch, "clip", store, seed)  # on the CPU, then placed
+        embed_dim = int(import_open_clip().get_model_config(arch)["embed_dim"])
+        return ClipModel(place_module(built.model, p), built.preprocess, built.tokenizer, arch, built.weights,
+                         built.version, embed_dim, p.device, p.dtype, p.batch_frames)
+
+    return _cached_view(key, p, build)
 
 
-def load_clip_text(arch: str, store: ModelStore | None, seed: int = 0) -> ClipTextModel:
+def load_clip_text(arch: str, store: ModelStore | None, seed: int = 0,
+                   placement: Placement | None = None) -> ClipTextModel:
     """The text tower of CLIP `arch`, built on its own: with `clip/<arch>.*` in the store, its
     text weights (the same numbers CLIP's `encode_text` uses); without, a random init of its
-    own seed (`<arch>-text@random-init-seed<n>`, not the full random model's text tower)."""
-    import torch
-
-    from svd_dag.curation.compat import import_open_clip
-
+    own seed (`<arch>-text@random-init-seed<n>`, not the full random model's text tower).
+    Placed and cached like `load_clip`."""
+    p = resolve_placement(placement)
     path = store.find_weights("clip", arch) if store is not None else None
-    key = ("text", arch, file_key(path), seed)
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
+    key = ("text", arch, file_key(path), seed, p.device, p.dtype)
+
+    def build() -> ClipTextModel:
+        import torch
+
+        from svd_dag.curation.compat import import_open_clip
+
         open_clip = import_open_clip()
         cfg = open_clip.get_model_config(arch)
         if cfg is None or "text_cfg" not in cfg:
@@ -174,40 +224,49 @@ def load_clip_text(arch: str, store: ModelStore | None, seed: int = 0) -> ClipTe
         weights, version = open_clip_version(arch, path, seed)
         if path is None:
             version = f"{arch}-text@random-init-seed{seed}"
-        _CACHE[key] = ClipTextModel(tower.eval(), open_clip.get_tokenizer(arch), arch, weights, version,
-                                    int(cfg["embed_dim"]))
-        return _CACHE[key]
+        return ClipTextModel(place_module(tower.eval(), p), open_clip.get_tokenizer(arch), arch, weights, version,
+                             int(cfg["embed_dim"]), p.device, p.dtype, p.batch_frames)
+
+    return _cached_view(key, p, build)
 
 
 def clear_cache() -> None:
     with _CACHE_LOCK:
         _CACHE.clear()
+        _VIEWS.clear()
 
 
 def _normalise(x) -> np.ndarray:
-    x = x.float()
+    x = x.float()  # bf16/fp16 outputs: normalise in fp32 (numpy has no bf16)
     return (x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy().astype(np.float32)
 
 
-def embed_images(m: ClipModel, frames_rgb: list[np.ndarray], batch_size: int = 16) -> np.ndarray:
-    """L2-normalised image embeddings [N, D] of uint8 HxWx3 RGB frames."""
+def embed_images(m: ClipModel, frames_rgb: list[np.ndarray], batch_size: int | None = None) -> np.ndarray:
+    """L2-normalised float32 image embeddings [N, D] of uint8 HxWx3 RGB frames.
+
+    Frames are preprocessed on the CPU; each stacked batch of `batch_size` (None:
+    `m.batch_frames`) frames is moved to the model's device and dtype for one forward pass."""
     import torch
     from PIL import Image
 
+    batch_size = m.batch_frames if batch_size is None else batch_size
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     out = [np.zeros((0, m.embed_dim), np.float32)]
     with torch.inference_mode():
         for i in range(0, len(frames_rgb), batch_size):
             batch = torch.stack([m.preprocess(Image.fromarray(f)) for f in frames_rgb[i : i + batch_size]])
+            batch = batch.to(device=m.device, dtype=m.torch_dtype, non_blocking=True)
             out.append(_normalise(m.model.encode_image(batch)))
     return np.concatenate(out)
 
 
 def embed_texts(m: ClipModel | ClipTextModel, texts: list[str]) -> np.ndarray:
-    """L2-normalised text embeddings [N, D], from a whole CLIP or its text tower alone."""
+    """L2-normalised float32 text embeddings [N, D], from a whole CLIP or its text tower alone."""
     import torch
 
     if not texts:
         return np.zeros((0, m.embed_dim), np.float32)
     encode = m.model if isinstance(m, ClipTextModel) else m.model.encode_text
     with torch.inference_mode():
-        return _normalise(encode(m.tokenizer(texts)))
+        return _normalise(encode(m.tokenizer(texts).to(m.device)))

@@ -9,12 +9,14 @@ Only the detector is built: recognition is not needed for an area score.
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import threading
 
 import numpy as np
 
+from svd_dag.curation.devices import Placement
 from svd_dag.model_store import file_sha256
 
 DETECTOR_FILE = "craft_mlt_25k.pth"
@@ -37,6 +39,11 @@ def craft_weights_dir() -> str:
     return folder
 
 
+def craft_version() -> str:
+    """The detector's version: its weight file's hash (known without building the model)."""
+    return f"craft_mlt_25k@sha256:{file_sha256(os.path.join(craft_weights_dir(), DETECTOR_FILE))[:12]}"
+
+
 def boxes_mask(horizontal, free, height: int, width: int) -> np.ndarray:
     """Rasterise easyocr boxes into one uint8 mask: axis-aligned [x0, x1, y0, y1] boxes
     and free quadrilaterals [[x, y] x 4]; overlaps count once, parts outside are clipped."""
@@ -53,52 +60,124 @@ def boxes_mask(horizontal, free, height: int, width: int) -> np.ndarray:
     return mask
 
 
-class TextDetector:
-    """CRAFT detector; `text_area_fraction` is the per-frame OCR score."""
+def _cast_io(net, dtype):
+    """`net` in `dtype`, taking and returning float32: easyocr's `test_net` feeds float32 and
+    reads `y` with `.cpu().data.numpy()`, which numpy cannot do for bf16."""
+    import torch
 
-    def __init__(self, min_size: int = 20):
+    class CastIO(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            y, feature = self.net(x.to(dtype))
+            return y.float(), feature.float()
+
+    return CastIO(net).to(dtype).eval()
+
+
+class TextDetector:
+    """CRAFT detector; `text_area_fraction(s)` is the per-frame OCR score.
+
+    `placement` (None: `Placement()`) sets where CRAFT runs and in which dtype; `device` and
+    `dtype` record the resolved pair, `batch_frames` how many same-size frames go through
+    the network at once. On the CPU easyocr's `quantize_dynamic` is a no-op for CRAFT (it
+    only quantizes Linear/RNN layers; CRAFT is convolutions and batch norms).
+    """
+
+    def __init__(self, min_size: int = 20, placement: Placement | None = None):
         import easyocr
 
+        p = (placement if placement is not None else Placement()).resolve()
         folder = craft_weights_dir()
         scratch = os.path.join(tempfile.gettempdir(), "svd_dag-easyocr")
         os.makedirs(scratch, exist_ok=True)
         self.reader = easyocr.Reader(
             ["en"],
-            gpu=False,
+            gpu=p.device if p.device.startswith("cuda") else False,
             model_storage_directory=folder,
             user_network_directory=scratch,
             download_enabled=False,
             recognizer=False,
             verbose=False,
         )
+        net = self.reader.detector
+        if p.device != "cpu":
+            # easyocr wraps a GPU detector in DataParallel over every visible GPU, and DataParallel
+            # insists on cuda:0: keep the plain module, on the one device asked for.
+            net = getattr(net, "module", net).to(p.device)
+        if p.dtype != "fp32":
+            net = _cast_io(net, p.torch_dtype)
+        self.reader.detector = net
         self.min_size = min_size
-        self.version = f"craft_mlt_25k@sha256:{file_sha256(os.path.join(folder, DETECTOR_FILE))[:12]}"
+        self.device, self.dtype, self.batch_frames = p.device, p.dtype, p.batch_frames
+        self.placement = p
+        self.version = craft_version()
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _check(rgb: np.ndarray) -> np.ndarray:
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 RGB frame, got shape {rgb.shape}")
+        return rgb
+
+    def text_masks(self, frames: list[np.ndarray], batch_size: int | None = None) -> list[np.ndarray]:
+        """uint8 masks (1 = text) of the detected boxes, at each frame's resolution, in input
+        order. Same-size frames go through CRAFT together, `batch_size` (None: `batch_frames`)
+        at a time: easyocr's `test_net` takes a 4-D batch of one size."""
+        frames = [np.ascontiguousarray(self._check(f)) for f in frames]
+        batch_size = self.batch_frames if batch_size is None else batch_size
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        by_shape: dict[tuple, list[int]] = {}
+        for i, f in enumerate(frames):
+            by_shape.setdefault(f.shape, []).append(i)
+        masks: list[np.ndarray | None] = [None] * len(frames)
+        for (height, width, _), indices in by_shape.items():
+            for j in range(0, len(indices), batch_size):
+                chunk = indices[j:j + batch_size]
+                with self._lock:  # the torch module is shared; keep calls on it serial
+                    # add_margin=0: easyocr pads boxes by 10% for recognition crops; the area
+                    # score should measure the text the detector found, not the padding.
+                    # reformat=False: for an HxWx3 array easyocr's reformat_input passes the
+                    # image through unchanged (it only adds a grey copy detect() ignores).
+                    horizontal, free = self.reader.detect(np.stack([frames[i] for i in chunk]),
+                                                          min_size=self.min_size, add_margin=0.0, reformat=False)
+                for i, h, fr in zip(chunk, horizontal, free, strict=True):
+                    masks[i] = boxes_mask(h, fr, height, width)
+        return masks  # type: ignore[return-value]
 
     def text_mask(self, rgb: np.ndarray) -> np.ndarray:
         """uint8 mask (1 = text) of the detected boxes, at the frame's resolution."""
-        rgb = np.ascontiguousarray(rgb)
-        with self._lock:  # the torch module is shared; keep calls on it serial
-            # add_margin=0: easyocr pads boxes by 10% for recognition crops; the area
-            # score should measure the text the detector found, not the padding.
-            horizontal, free = self.reader.detect(rgb, min_size=self.min_size, add_margin=0.0)
-        return boxes_mask(horizontal[0], free[0], rgb.shape[0], rgb.shape[1])
+        return self.text_masks([rgb])[0]
+
+    def text_area_fractions(self, frames: list[np.ndarray], batch_size: int | None = None) -> list[float]:
+        """`text_area_fraction` of each frame, batched (see `text_masks`), in input order."""
+        return [float(m.mean()) for m in self.text_masks(frames, batch_size)]
 
     def text_area_fraction(self, rgb: np.ndarray) -> float:
         """Fraction of the frame covered by the union of detected text boxes, in [0, 1]."""
-        if rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise ValueError(f"expected an HxWx3 RGB frame, got shape {rgb.shape}")
-        return float(self.text_mask(rgb).mean())
+        return self.text_area_fractions([rgb])[0]
 
 
-_DETECTOR: TextDetector | None = None
+_DETECTORS: dict[tuple, TextDetector] = {}  # (device, dtype, batch_frames) -> detector
 _DETECTOR_LOCK = threading.Lock()
 
 
-def get_text_detector() -> TextDetector:
-    """One detector per process (loading CRAFT takes a second or two)."""
-    global _DETECTOR
+def get_text_detector(placement: Placement | None = None) -> TextDetector:
+    """One CRAFT per process and resolved (device, dtype) (loading it takes a second or two);
+    another `batch_frames` gets a shallow copy sharing that network."""
+    p = (placement if placement is not None else Placement()).resolve()
     with _DETECTOR_LOCK:
-        if _DETECTOR is None:
-            _DETECTOR = TextDetector()
-        return _DETECTOR
+        key = (p.device, p.dtype, p.batch_frames)
+        if key not in _DETECTORS:
+            same = next((d for (dev, dt, _), d in _DETECTORS.items() if (dev, dt) == (p.device, p.dtype)), None)
+            if same is None:
+                _DETECTORS[key] = TextDetector(placement=p)
+            else:
+                view = copy.copy(same)  # shares reader and lock
+                view.batch_frames, view.placement = p.batch_frames, p
+                _DETECTORS[key] = view
+        return _DETECTORS[key]
