@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import dagster as dg
+import pytest
 
 import synth
 from svd_dag.definitions import build_defs
@@ -19,9 +20,45 @@ CURATION_ASSETS = {"raw_videos", "clips", "motion_scores", "ocr_scores", "clip_e
 
 def test_loading_definitions_imports_no_heavy_library():
     code = ("import sys, json; import svd_dag.definitions as d; d.defs(); "
-            "print(json.dumps([m for m in ('torch', 'open_clip', 'easyocr', 'diffusers', 'transformers') if m in sys.modules]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            "print(json.dumps([m for m in ('torch', 'open_clip', 'easyocr', 'diffusers', 'transformers', 'ray') if m in sys.modules]))")
+    env = {**os.environ, "SVD_DAG_EXECUTOR": "ray"}  # the Ray backend too: ray is imported when a step runs
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_executor_backend_is_chosen_by_configuration_alone(tmp_path):
+    from dagster_ray import LocalRay
+
+    from svd_dag.resources.executor import RayClusterAddress
+
+    def executor(**env):
+        return build_defs(load_settings({"SVD_DAG_HOME": str(tmp_path), **env})).resources["video_executor"]
+
+    assert executor().backend == "local" and executor().ray_cluster is None
+    on_laptop = executor(SVD_DAG_EXECUTOR="ray")
+    assert isinstance(on_laptop.ray_cluster, LocalRay)  # dagster-ray starts a Ray on this machine per step
+    on_cluster = executor(SVD_DAG_EXECUTOR="ray", RAY_ADDRESS="ray://head.ray.svc:10001", SVD_DAG_RAY_RETRIES="5",
+                          SVD_DAG_RAY_ITEM_TIMEOUT_S="900", SVD_DAG_RAY_SHARED_FILESYSTEM="true")
+    assert isinstance(on_cluster.ray_cluster, RayClusterAddress)
+    assert on_cluster.ray_cluster.ray_address == "ray://head.ray.svc:10001"
+    assert (on_cluster.ray_retries, on_cluster.ray_item_timeout_s, on_cluster.ray_shared_filesystem) == (5, 900.0, True)
+    with pytest.raises(ValueError, match="SVD_DAG_EXECUTOR='dask'"):
+        executor(SVD_DAG_EXECUTOR="dask")
+
+
+def test_a_ray_address_nobody_answers_at_fails_at_once():
+    import socket
+    import time
+
+    from svd_dag.curation.ray_executor import RayExecutor, RayOptions
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match=f"no Ray cluster answers at 127.0.0.1:{port}"):
+        RayExecutor(RayOptions(f"127.0.0.1:{port}")).map(str, ["item"])
+    assert time.monotonic() - start < 30
 
 
 def test_asset_graph_uses_the_public_names(tmp_path):

@@ -78,6 +78,7 @@ def _result(context, cat, run, table: str, annotator: str, model_version: str, w
             "batches_committed": run.batches,
             "catalog_table": f"{cat.path}::{table}",
             "placement": ", ".join(f"{p['device']}/{p['dtype']} ({p['n']} rows)" for p in placed) or "n/a",
+            "ray_nodes": dg.MetadataValue.json(run.nodes),  # where this run's batches were scored
             **(extra or {}),
         },
     )
@@ -95,13 +96,15 @@ def _frame_annotator(context, cat, store, video_executor, table: str, spec, conf
     identity = dataclasses.replace(identity, model_version=on_current_samples(cat, identity.model_version))
     pool = {k: getattr(config, f"ray_{k}") for k in ("actors", "cpus_per_actor", "gpus_per_actor")
             if hasattr(config, f"ray_{k}")}
-    stream = video_executor.annotator_stream(spec, identity, store, **pool)
+    stream, nodes = video_executor.annotator_stream(spec, identity, store, **pool), set()
 
     def scored(batches):
         for batch, done in stream(batches):
+            nodes.add(done.node)
             yield batch, (finish_batch(done.rows) if finish_batch and done.rows else done.rows), done.failures
 
     run = run_batches(cat, table, identity.model_version, config.batch_clips, context.log.info, score_stream=scored)
+    run.nodes = sorted(n for n in nodes if n)
     return run, identity
 
 

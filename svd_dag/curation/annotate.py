@@ -78,6 +78,7 @@ def iter_clip_frames(
 class AnnotationRun:
     rows: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    node: str | None = None  # the Ray node that scored the batch (None: this process)
 
 
 def _failure(clip: dict[str, Any], reason: str) -> dict[str, Any]:

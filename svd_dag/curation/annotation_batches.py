@@ -10,7 +10,7 @@ upsert key (clip_id, model_version) means a re-run never duplicates a row.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 import pyarrow as pa
@@ -71,6 +71,7 @@ class BatchRun:
     scored: int = 0
     failed: int = 0
     batches: int = 0
+    nodes: list[str] = field(default_factory=list)  # the Ray nodes that scored its batches (none: here)
 
 
 def pending_sql(table: str, tables: set[str], select: str = "c.*", source: str = "clips c",

@@ -29,11 +29,12 @@ class AnnotatorActor:
     def ready(self) -> dict:
         return self.scorer.placement.label()
 
-    def score(self, clips: list[dict[str, Any]]) -> tuple[AnnotationRun, str]:
+    def score(self, clips: list[dict[str, Any]]) -> AnnotationRun:
         import ray
 
         run = score_clips(self.store, clips, self.spec.which, self.scorer, self.identity)
-        return run, ray.get_runtime_context().get_node_id()
+        run.node = ray.get_runtime_context().get_node_id()
+        return run
 
 
 def pool_size(ray, actors: int, cpus_per_actor: float, gpus_per_actor: float) -> int:
@@ -86,7 +87,7 @@ def _dispatch(ray, pool: list, batches: Iterator[list[dict]], annotator: str, re
         [ref], _ = ray.wait(list(running), num_returns=1)
         actor, batch = running.pop(ref)
         try:
-            run, _node = ray.get(ref)
+            run = ray.get(ref)
             idle.append(actor)
         except Exception as e:  # noqa: BLE001 - the actor died more often than it was restarted
             first_line = (str(e).splitlines() or [""])[0]
