@@ -31,6 +31,7 @@ Peak RSS is the process's peak so far (getrusage), so it only grows down the tab
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import resource
@@ -108,12 +109,12 @@ class Table:
               f", ratio {_fmt(ratio, 2)}, peak RSS {rss_mb():.0f} MB {note}", flush=True)
 
     def print(self):
-        head = (f"{'thr':>3}  {'annotator':<46} {'load s':>6} {'per clip':>9} {'batched':>9} {'ratio':>6} "
+        head = (f"{'thr':>3}  {'annotator':<50} {'load s':>6} {'per clip':>9} {'batched':>9} {'ratio':>6} "
                 f"{'spread':>11} {'RSS MB':>7}")
         print("\n" + head + "\n" + "-" * len(head))
         for threads, name, load, per_clip, batched, ratio, rss, note in self.rows:
             spread = "/".join(f"{r[1] * 100:.0f}%" for r in (per_clip, batched) if r)
-            print(f"{threads:>3}  {name:<46} {_fmt(load, 1):>6} {_fmt(per_clip and per_clip[0], 2):>9} "
+            print(f"{threads:>3}  {name:<50} {_fmt(load, 1):>6} {_fmt(per_clip and per_clip[0], 2):>9} "
                   f"{_fmt(batched and batched[0], 2):>9} {_fmt(ratio, 2):>6} {spread:>11} {rss:>7.0f}"
                   + (f"  {note}" if note else ""))
         print("clips/s; ratio = batched / per clip; spread = (slowest / fastest timed pass - 1) of per clip/batched;"
@@ -142,6 +143,8 @@ def main() -> None:
     ap.add_argument("--coca-clips", type=int, default=8, help="clips for CoCa (slow on the CPU)")
     ap.add_argument("--only", default=",".join(ANNOTATORS), help=f"subset of {','.join(ANNOTATORS)}")
     args = ap.parse_args()
+    # open_clip warns "initialized randomly" for every build: the rows say RANDOM already.
+    logging.getLogger().setLevel(logging.ERROR)
     only = set(args.only.split(","))
     thread_counts = [int(t) for t in args.threads.split(",")]
 
@@ -194,19 +197,21 @@ def main() -> None:
             pooled = MotionSpec(FLOW_WIDTH, "bench", workers=0).build()
             per_clip = clips_per_s(score1(single), all_frames, 1, args.repeat, 1)
             spread_out = clips_per_s(pooled.score, all_frames, len(all_frames), args.repeat, 2)
-            rows.add(threads, f"motion (Farneback {FLOW_WIDTH}px, all samples)", None, per_clip, spread_out,
+            rows.add(threads, f"motion Farneback {FLOW_WIDTH}px, all samples", None, per_clip, spread_out,
                      f"batched = {available_cpus()} worker threads over all clips, OpenCV 1 thread each")
 
         if "craft" in only:
+            per_clip = None
             for bf in [int(x) for x in args.craft_batch_frames.split(",")]:
                 craft = build("craft", CraftSpec(Placement("cpu", "fp32", bf)))
-                per_clip = clips_per_s(score1(craft), keyframes, 1, args.repeat, 1)
+                if per_clip is None:  # a clip's 3 frames go in one forward whatever bf >= 3: measured once
+                    per_clip = clips_per_s(score1(craft), keyframes, 1, args.repeat, 1)
                 batched = clips_per_s(craft.score, keyframes, args.batch_clips, args.repeat, warm_for(bf, 3))
-                rows.add(threads, f"CRAFT (real weights, 3 frames), batch_frames {bf}", loads["craft"], per_clip,
+                rows.add(threads, f"CRAFT real weights, 3 fr, batch_frames {bf}", loads["craft"], per_clip,
                          batched, "per clip = a clip's 3 frames in one forward")
             per_frame = build("craft", CraftSpec(Placement("cpu", "fp32", 1)))
             rate = clips_per_s(score1(per_frame), keyframes, 1, args.repeat, 1)
-            rows.add(threads, "CRAFT per frame (pre-batching: 1 frame/forward)", loads["craft"], rate, None,
+            rows.add(threads, "CRAFT real weights, 3 fr, 1 frame/forward", loads["craft"], rate, None,
                      "compare with the batched rows above")
 
         if "clip" in only:
@@ -217,7 +222,7 @@ def main() -> None:
                 if per_clip_rate is None:  # a clip's 3 frames fit in any of these batch sizes: measured once
                     per_clip_rate = clips_per_s(score1(clip), keyframes, 1, args.repeat, 1)
                 batched = clips_per_s(clip.score, keyframes, args.batch_clips, args.repeat, warm_for(bf, 3))
-                rows.add(threads, f"CLIP ViT-B-32 (RANDOM init, 3 frames), batch_frames {bf}", loads["clip"],
+                rows.add(threads, f"CLIP ViT-B-32 RANDOM init, 3 fr, batch_frames {bf}", loads["clip"],
                          per_clip_rate, batched)
 
         if "coca" in only:
@@ -226,7 +231,7 @@ def main() -> None:
             clips = keyframes[:args.coca_clips]
             per_clip = clips_per_s(score1(coca), clips, 1, args.repeat, 1)
             batched = clips_per_s(coca.score, clips, args.batch_clips, args.repeat, len(clips))
-            rows.add(threads, "CoCa coca_ViT-B-32 (RANDOM init, 20 tokens, middle)", loads["coca"], per_clip,
+            rows.add(threads, "CoCa ViT-B-32 RANDOM init, 20 tok, middle fr", loads["coca"], per_clip,
                      batched, f"{len(clips)} clips, all in one generate() when batched")
 
     rows.print()
