@@ -18,6 +18,7 @@ from svd_dag.curation.cuts import CascadeConfig
 from svd_dag.curation.executor import LocalProcessExecutor
 from svd_dag.curation.ray_executor import RayExecutor, RayOptions, SharedStorageError
 from svd_dag.curation.video_scan import SampleConfig
+from svd_dag.storage import Store
 
 
 def die_once(task: ClipPassTask):
@@ -111,6 +112,36 @@ def test_a_hung_video_times_out_and_the_rest_go_on(ray_cluster, raw, tmp_path):
     assert time.monotonic() - start < 120
     assert out["pan.mp4"].ok and out["bikes.mp4"].ok
     assert not out["static.mp4"].ok and "timed out after 15 s" in out["static.mp4"].error
+
+
+def members(tar_path: str) -> dict[str, bytes]:
+    """A shard's member files and their bytes (the tar headers carry write times)."""
+    import tarfile
+
+    with tarfile.open(tar_path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+
+
+def test_clips_transcoded_into_shards_on_ray_have_the_local_pools_bytes(ray_cluster, raw, tmp_path):
+    from svd_dag.curation.shards import EncodeSettings, shard_clips
+
+    clips = [{"clip_id": f"{name}-{start}", "video_uri": os.path.join(raw, name), "video_sha256": name,
+              "start_frame": start, "end_frame": start + 24, "fps": 25.0, "caption": name}
+             for name in ("bikes.mp4", "pan.mp4") for start in (0, 30)]
+    clips.append({**clips[0], "clip_id": "gone", "video_uri": os.path.join(raw, "missing.mp4")})
+    settings = EncodeSettings(max_height=64, preset="ultrafast")
+
+    def shards(executor, out: str):
+        run = shard_clips(Store(out), clips, settings, "k", executor.map, raw, max_clips=3)
+        tars = {os.path.basename(s["shard_uri"]): members(s["shard_uri"]) for s in run.rows}
+        return [(r["clip_id"], r["shard_sha256"], os.path.basename(r["shard_uri"])) for r in run.rows], tars, \
+            [(f["clip"]["clip_id"], f["reason"]) for f in run.failures]
+
+    local = shards(LocalProcessExecutor(2), str(tmp_path / "local"))
+    on_ray = shards(ray_executor(ray_cluster), str(tmp_path / "ray"))
+    assert on_ray == local
+    assert len(local[0]) == 4 and len(local[1]) == 2  # 4 clips in 2 shards of at most 3
+    assert [c for c, _ in local[2]] == ["gone"] and "missing.mp4" in local[2][0][1]
 
 
 def test_a_cluster_of_several_nodes_refuses_local_storage(ray_cluster, raw, tmp_path):
