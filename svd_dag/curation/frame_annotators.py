@@ -62,6 +62,7 @@ class MotionSpec:
     version: str
     workers: int = 0
     which: ClassVar[str] = "all"
+    holds_model: ClassVar[bool] = False  # on Ray: plain tasks, no actor to start and keep
 
     def identity(self) -> Identity:
         return Identity("farneback", self.version, "n/a")
