@@ -203,13 +203,13 @@ def main() -> None:
         if "craft" in only:
             per_clip = None
             for bf in [int(x) for x in args.craft_batch_frames.split(",")]:
-                craft = build("craft", CraftSpec(Placement("cpu", "fp32", bf)))
+                craft = build("craft", CraftSpec(Placement("cpu", "fp32", bf), cpu_batch_frames=bf))
                 if per_clip is None:  # a clip's 3 frames go in one forward whatever bf >= 3: measured once
                     per_clip = clips_per_s(score1(craft), keyframes, 1, args.repeat, 1)
                 batched = clips_per_s(craft.score, keyframes, args.batch_clips, args.repeat, warm_for(bf, 3))
                 rows.add(threads, f"CRAFT real weights, 3 fr, batch_frames {bf}", loads["craft"], per_clip,
                          batched, "per clip = a clip's 3 frames in one forward")
-            per_frame = build("craft", CraftSpec(Placement("cpu", "fp32", 1)))
+            per_frame = build("craft", CraftSpec(Placement("cpu", "fp32", 1)))  # the asset default on the CPU
             rate = clips_per_s(score1(per_frame), keyframes, 1, args.repeat, 1)
             rows.add(threads, "CRAFT real weights, 3 fr, 1 frame/forward", loads["craft"], rate, None,
                      "compare with the batched rows above")

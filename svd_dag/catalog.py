@@ -25,9 +25,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from svd_dag.lake import LAKE, LakeConfig, S3Access, is_retryable, lake_cursor, open_lake
+from svd_dag.lake import LAKE, LakeConfig, S3Access, is_retryable, lake_cursor, open_lake, release_lake
 
 T = TypeVar("T")
+INTERNAL_RETRIES = 3  # fresh DuckDB instances tried after an internal error before it is raised
 QUARANTINE_DDL = """
 CREATE TABLE IF NOT EXISTS quarantine (
     uri VARCHAR NOT NULL,
@@ -123,15 +124,24 @@ class Catalog:
         return self.config.describe()
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
-        deadline, delay = time.monotonic() + self.timeout_s, 0.05
+        deadline, delay, internal = time.monotonic() + self.timeout_s, 0.05, 0
         while True:
             try:
                 return attempt()
+            except duckdb.InternalException:
+                # DuckLake 1.4.4 on SQLite metadata can read a row another process is committing
+                # ("Calling GetValueInternal on a value that is NULL", ~1 run in 8 of the
+                # two-writer test under load). An internal error invalidates the process's
+                # DuckDB instance: drop it, and run the whole transaction again on a fresh one.
+                internal += 1
+                release_lake(self.config)
+                if internal > INTERNAL_RETRIES or time.monotonic() > deadline:
+                    raise
             except duckdb.Error as e:
                 if not is_retryable(e) or time.monotonic() > deadline:
                     raise
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 2.0)
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
 
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -193,7 +193,9 @@ def ray_cluster(tmp_path_factory, s3_endpoint):
     os.environ.update(env)
     cluster = Cluster(initialize_head=True, shutdown_at_exit=False,
                       head_node_args={"num_cpus": 0, "include_dashboard": False, "node_ip_address": "127.0.0.1"})
-    workers = [cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1") for _ in range(2)]
+    # The second worker declares one GPU (a resource count: nothing here has a real one), so
+    # fractional-GPU actor placement can be shown; CUDA stays unavailable to its processes.
+    workers = [cluster.add_node(num_cpus=1, num_gpus=gpus, node_ip_address="127.0.0.1") for gpus in (0, 1)]
     cluster.wait_for_nodes()
     if saved["HOME"] is not None:
         os.environ["HOME"] = saved["HOME"]
@@ -206,7 +208,8 @@ def ray_cluster(tmp_path_factory, s3_endpoint):
         # what a driver connecting to 127.0.0.1 turns it into (the host's outward address unless
         # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set before Ray was imported)
         assert services.canonicalize_bootstrap_address(cluster.address).startswith("127.0.0.1:")
-        yield {"address": cluster.address, "workers": {n.node_id for n in workers}, "head": cluster.head_node.node_id}
+        yield {"address": cluster.address, "workers": {n.node_id for n in workers}, "head": cluster.head_node.node_id,
+               "gpu_node": workers[1].node_id}
     finally:
         import ray
 

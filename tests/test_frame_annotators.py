@@ -67,7 +67,7 @@ def test_clip_embeddings_of_a_batch_equal_each_clip_alone(stored):
 
 def test_text_areas_of_a_batch_equal_each_clip_alone(stored):
     store, clips = stored
-    spec = CraftSpec(Placement("cpu", "fp32", batch_frames=2))
+    spec = CraftSpec(Placement("cpu", "fp32"), cpu_batch_frames=2)  # frames of different clips in one forward
     batch = scored(store, clips, spec)
     assert not batch.failures
     for together, alone in zip(batch.rows, one_by_one(store, clips, spec)):

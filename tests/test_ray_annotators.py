@@ -17,7 +17,7 @@ from svd_dag.curation.annotate import score_in_process
 from svd_dag.curation.clip_pass import ClipPassTask, process_video, scan_key
 from svd_dag.curation.cuts import CascadeConfig
 from svd_dag.curation.devices import Placement
-from svd_dag.curation.frame_annotators import CraftSpec, MotionSpec
+from svd_dag.curation.frame_annotators import ClipSpec, CraftSpec, MotionSpec
 from svd_dag.curation.ray_annotators import score_on_ray
 from svd_dag.curation.ray_executor import RayOptions
 from svd_dag.curation.video_scan import SampleConfig
@@ -90,6 +90,16 @@ def test_an_actor_that_dies_mid_batch_is_restarted_and_its_batch_rerun(ray_clust
             for r in run.rows}
     assert sorted(strip(r for _, run in out for r in run.rows), key=lambda r: r["clip_id"]) == \
         [strip([here[k]])[0] for k in sorted(here)]
+
+
+def test_actors_asking_for_half_a_gpu_share_the_gpu_node(ray_cluster, stored):
+    _, store, clips = stored
+    spec = ClipSpec("ViT-B-32", None, Placement())  # auto: each actor resolves its own device
+    stream = score_on_ray(options(ray_cluster), spec, spec.identity(), store, cpus_per_actor=0.5, gpus_per_actor=0.5)
+    out = list(stream(iter([clips[:2], clips[2:]])))
+    assert {run.node for _, run in out} == {ray_cluster["gpu_node"]}  # two actors (1 GPU / 0.5), both there
+    assert sorted(r["clip_id"] for _, run in out for r in run.rows) == sorted(c["clip_id"] for c in clips)
+    assert {(r["device"], r["dtype"]) for _, run in out for r in run.rows} == {("cpu", "fp32")}  # no real GPU
 
 
 def test_a_model_that_cannot_load_on_its_device_fails_before_any_batch(ray_cluster, stored):

@@ -89,9 +89,14 @@ class MotionScorer:
 
 @dataclass(frozen=True)
 class CraftSpec:
-    """CRAFT text detection (easyocr's detector, the packaged real weights) on key frames."""
+    """CRAFT text detection (easyocr's detector, the packaged real weights) on key frames.
+
+    On the CPU, frames go through it `cpu_batch_frames` at a time (default 1): CRAFT is a
+    VGG-16 on 512-px frames, compute-bound on one frame already, and larger CPU batches
+    measured 12-16 % slower (docs/performance.md). On a GPU, `placement.batch_frames`."""
 
     placement: Placement = field(default_factory=Placement)
+    cpu_batch_frames: int = 1
     which: ClassVar[str] = "keyframes"
 
     def identity(self) -> Identity:
@@ -105,10 +110,15 @@ class CraftSpec:
 
 class CraftScorer:
     def __init__(self, spec: CraftSpec):
+        import dataclasses
+
         from svd_dag.curation.ocr import get_text_detector
 
-        self.detector = get_text_detector(placement=spec.placement)
-        self.placement = Placement(self.detector.device, self.detector.dtype, spec.placement.batch_frames)
+        placement = spec.placement.resolve()
+        if placement.device == "cpu":
+            placement = dataclasses.replace(placement, batch_frames=max(1, spec.cpu_batch_frames))
+        self.detector = get_text_detector(placement=placement)
+        self.placement = placement
 
     def score(self, frames_per_clip: list[list[np.ndarray]]) -> list[dict[str, Any]]:
         fractions = self.detector.text_area_fractions(_flat(frames_per_clip))
