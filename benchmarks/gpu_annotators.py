@@ -299,7 +299,7 @@ def table(b: Bench, header: list[str]) -> str:
                      f"{_f(r.get('load_s'))} | {r.get('passes', '-')} | {r.get('error', '')} |")
     lines += ["", "| agreement check | metric | value | tolerance | result |", "| --- | --- | --- | --- | --- |"]
     lines += ["| " + " | ".join(map(str, c)) + " |" for c in b.checks]
-    lines += [""] + [f"- {n}" for n in b.notes] + [f"\ntotal {time.monotonic() - START:.0f} s"]
+    lines += ([""] + [f"- {n}" for n in b.notes] if b.notes else []) + [f"\ntotal {time.monotonic() - START:.0f} s"]
     return "\n".join(lines)
 
 
