@@ -15,7 +15,6 @@ from svd_dag.curation.clip_pass import ClipPassTask, process_video, scan_key
 from svd_dag.curation.cuts import CascadeConfig
 from svd_dag.curation.executor import LocalProcessExecutor
 from svd_dag.curation.frame_annotators import Identity, MotionSpec
-from svd_dag.curation.motion import clip_motion
 from svd_dag.curation.threads import available_cpus, opencv_threads, read_ahead
 from svd_dag.curation.video_scan import SampleConfig, decoder_threads, scan_video
 from svd_dag.storage import Store

@@ -1,12 +1,13 @@
 """Annotator assets (group `curation`): one table per annotator, keyed by (clip_id, model_version).
 
-Thin wiring over `svd_dag.curation.annotation_batches`: each asset scores the clips that
-have no row under its current model version, a batch at a time (`batch_clips`), and commits
-every batch, so a crash loses at most the batch in flight and the next run does only what is
-missing. Heavy libraries (torch, open_clip, easyocr) are imported inside the asset bodies.
+Thin wiring over `svd_dag.curation.annotation_batches` and `frame_annotators`: each asset
+scores the clips that have no row under its current model version, a batch at a time
+(`batch_clips`), and commits every batch, so a crash loses at most the batch in flight and
+the next run does only what is missing. The frame annotators score in this process or on
+Ray actors (`video_executor`), on the device their config names. Heavy libraries (torch,
+open_clip, easyocr, ray) are imported inside the asset bodies.
 """
 
-import json
 from typing import Callable
 
 import dagster as dg
