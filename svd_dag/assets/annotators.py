@@ -227,7 +227,7 @@ def aesthetic_scores(context: dg.AssetExecutionContext, config: AnnotatorConfig,
     came from a random-init model: the head is real but its input is not.
     """
     from svd_dag.curation.aesthetic import load_aesthetic_head, random_head, score_embeddings
-    from svd_dag.curation.annotate import clip_ref
+    from svd_dag.curation.annotate import clip_ref, failure_row
     from svd_dag.curation.annotation_batches import run_batches
     from svd_dag.curation.datasets import now
     from svd_dag.curation.embedding_files import read_frame_embeddings
@@ -249,8 +249,8 @@ def aesthetic_scores(context: dg.AssetExecutionContext, config: AnnotatorConfig,
         rows, failures, stamp = [], [], now()
         for uri, group in _by_file(clips).items():
             if uri is None:
-                failures += [{"uri": clip_ref(c), "clip_id": c["clip_id"],
-                              "reason": f"{clip_ref(c)}: no CLIP embedding (see clip_embeddings quarantine)"} for c in group]
+                failures += [failure_row(c, f"{clip_ref(c)}: no CLIP embedding (see clip_embeddings quarantine)")
+                             for c in group]
                 continue
             fe = read_frame_embeddings(store, uri, [c["clip_id"] for c in group])
             frame_scores = score_embeddings(head, fe.frames)
@@ -305,7 +305,7 @@ def caption_similarity(context: dg.AssetExecutionContext, config: PlacementConfi
     each frame embedding, averaged. Labelled `weights=random` if the CLIP model or the
     captioner was random-init.
     """
-    from svd_dag.curation.annotate import clip_ref
+    from svd_dag.curation.annotate import clip_ref, failure_row
     from svd_dag.curation.annotation_batches import run_batches
     from svd_dag.curation.clip_model import embed_texts, load_clip_text
     from svd_dag.curation.datasets import now
@@ -325,8 +325,7 @@ def caption_similarity(context: dg.AssetExecutionContext, config: PlacementConfi
         rows, failures, stamp = [], [], now()
         for uri, group in _by_file(clips).items():
             usable = [c for c in group if uri is not None and c["caption"]]
-            failures += [{"uri": clip_ref(c), "clip_id": c["clip_id"],
-                          "reason": f"{clip_ref(c)}: no caption or no CLIP embedding to compare"}
+            failures += [failure_row(c, f"{clip_ref(c)}: no caption or no CLIP embedding to compare")
                          for c in group if c not in usable]
             if not usable:
                 continue

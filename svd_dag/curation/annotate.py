@@ -81,7 +81,8 @@ class AnnotationRun:
     node: str | None = None  # the Ray node that scored the batch (None: this process)
 
 
-def _failure(clip: dict[str, Any], reason: str) -> dict[str, Any]:
+def failure_row(clip: dict[str, Any], reason: str) -> dict[str, Any]:
+    """A clip that could not be scored, as the quarantine takes it."""
     return {"uri": clip_ref(clip), "clip_id": clip["clip_id"], "reason": reason}
 
 
@@ -113,7 +114,7 @@ def score_clips(store: Store, clips: list[dict[str, Any]], which: FrameSelection
     ready = []
     for clip, frames, error in _decoded(store, clips, which, threads if threads > 0 else available_cpus()):
         if error is not None:
-            run.failures.append(_failure(clip, error))
+            run.failures.append(failure_row(clip, error))
         else:
             ready.append((clip, frames))
     try:
@@ -124,7 +125,7 @@ def score_clips(store: Store, clips: list[dict[str, Any]], which: FrameSelection
             try:
                 scored.append(((clip, frames), scorer.score([frames])[0]))
             except Exception as e:  # noqa: BLE001
-                run.failures.append(_failure(clip, _reason(clip, identity.annotator, e)))
+                run.failures.append(failure_row(clip, _reason(clip, identity.annotator, e)))
     for (clip, _), columns in scored:
         run.rows.append({"clip_id": clip["clip_id"], **columns, "annotator": identity.annotator,
                          "model_version": identity.model_version, "weights": identity.weights,

@@ -22,8 +22,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from svd_dag.curation.devices import Placement
-from svd_dag.model_store import ModelStore, file_sha256
+from svd_dag.curation.clip_model import cached_file_sha256
+from svd_dag.curation.devices import Placement, place_module, resolve
+from svd_dag.model_store import ModelStore
 
 FRAME_KINDS = ("image", "video")
 
@@ -61,10 +62,6 @@ class Captioner(Protocol):
         ...
 
 
-def _resolve(placement: Placement | None) -> Placement:
-    return (placement if placement is not None else Placement()).resolve()
-
-
 def _rng_devices(device: str) -> list[int]:
     """The CUDA devices whose RNG `fork_rng` must save and restore (sampling runs there)."""
     import torch
@@ -89,7 +86,7 @@ class CocaCaptioner:
         self.name = "coca"
         self.arch, self.store, self.seed = arch, store, seed
         self.max_tokens, self.top_k = max_tokens, top_k
-        self.placement = _resolve(placement)  # resolved here: an unusable device fails at construction
+        self.placement = resolve(placement)  # resolved here: an unusable device fails at construction
         self.device, self.dtype, self.batch_frames = self.placement.device, self.placement.dtype, \
             self.placement.batch_frames
         self.params = {"frame": "middle", "generation_type": "top_k", "top_k": top_k, "max_tokens": max_tokens,
@@ -103,7 +100,7 @@ class CocaCaptioner:
         )
 
     def load(self):
-        from svd_dag.curation.clip_model import build_open_clip, file_key, place_module
+        from svd_dag.curation.clip_model import build_open_clip, file_key
 
         def build():
             built = build_open_clip(self.arch, "coca", self.store, self.seed)  # on the CPU, then placed
@@ -180,7 +177,7 @@ def folder_sha256(folder: str) -> str:
     for root, _, files in sorted(os.walk(folder)):
         for name in sorted(files):
             path = os.path.join(root, name)
-            h.update(f"{os.path.relpath(path, folder)}\0{file_sha256(path)}\n".encode())
+            h.update(f"{os.path.relpath(path, folder)}\0{cached_file_sha256(path)}\n".encode())
     return h.hexdigest()
 
 
@@ -191,7 +188,7 @@ class _FolderModel:
     what = ""
 
     def __init__(self, store: ModelStore | None, placement: Placement | None = None):
-        self.placement = _resolve(placement)
+        self.placement = resolve(placement)
         self.device, self.dtype, self.batch_frames = self.placement.device, self.placement.dtype, \
             self.placement.batch_frames
         self.folder = find_model_dir(store, self.rel)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from svd_dag.curation.devices import Placement
+from svd_dag.curation.devices import Placement, place_module, resolve
 from svd_dag.model_store import ModelStore, file_sha256
 
 
@@ -78,19 +78,6 @@ class OpenClipBuild:
 _CACHE: dict[tuple, ClipModel | ClipTextModel] = {}  # one entry per model and device/dtype
 _VIEWS: dict[tuple, ClipModel | ClipTextModel] = {}  # the same model with another batch_frames
 _CACHE_LOCK = threading.Lock()
-
-
-def resolve_placement(placement: Placement | None) -> Placement:
-    """`placement` resolved in this process; None is `Placement()` (auto: CUDA bf16 where a
-    GPU is seen, else CPU fp32)."""
-    return (placement if placement is not None else Placement()).resolve()
-
-
-def place_module(module, placement: Placement):
-    """Move a CPU-built module to a resolved placement (a no-op for CPU fp32)."""
-    if (placement.device, placement.dtype) == ("cpu", "fp32"):
-        return module
-    return module.to(device=placement.device, dtype=placement.torch_dtype)
 
 
 def _cached_view(key: tuple, placement: Placement, build):
@@ -155,7 +142,7 @@ class _DropRandomInitWarning(logging.Filter):
 def open_clip_version(arch: str, path: str | None, seed: int) -> tuple[str, str]:
     """(weights label, version) of `arch` built from `path`, or random-init with `seed`."""
     if path is not None:
-        return "pretrained", f"{arch}@sha256:{_sha256_of(*file_key(path))[:12]}"
+        return "pretrained", f"{arch}@sha256:{cached_file_sha256(path)[:12]}"
     return "random", f"{arch}@random-init-seed{seed}"
 
 
@@ -167,15 +154,20 @@ def file_key(path: str | None) -> tuple | None:
     return (path, st.st_size, st.st_mtime_ns)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=256)
 def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(path)  # multi-GB checkpoints: hash each file version once per process
+
+
+def cached_file_sha256(path: str) -> str:
+    """`file_sha256` of `path`, computed once per process for each version of the file."""
+    return _sha256_of(*file_key(path))
 
 
 def load_clip(arch: str, store: ModelStore | None, seed: int = 0, placement: Placement | None = None) -> ClipModel:
     """The CLIP model `arch` (e.g. "ViT-B-32") on `placement` (None: `Placement()`), cached per
     (arch, weights file, seed, resolved device, resolved dtype)."""
-    p = resolve_placement(placement)
+    p = resolve(placement)
     path = store.find_weights("clip", arch) if store is not None else None
     key = (arch, file_key(path), seed, p.device, p.dtype)
 
@@ -196,7 +188,7 @@ def load_clip_text(arch: str, store: ModelStore | None, seed: int = 0,
     text weights (the same numbers CLIP's `encode_text` uses); without, a random init of its
     own seed (`<arch>-text@random-init-seed<n>`, not the full random model's text tower).
     Placed and cached like `load_clip`."""
-    p = resolve_placement(placement)
+    p = resolve(placement)
     path = store.find_weights("clip", arch) if store is not None else None
     key = ("text", arch, file_key(path), seed, p.device, p.dtype)
 

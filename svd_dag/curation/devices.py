@@ -49,3 +49,16 @@ class Placement:
 
     def label(self) -> dict:
         return {"device": self.device, "dtype": self.dtype}
+
+
+def resolve(placement: Placement | None) -> Placement:
+    """`placement` resolved in this process; None is `Placement()` (auto: CUDA bf16 where a
+    GPU is seen, else CPU fp32)."""
+    return (placement if placement is not None else Placement()).resolve()
+
+
+def place_module(module, placement: Placement):
+    """Move a CPU-built module to a resolved placement (a no-op for CPU fp32)."""
+    if (placement.device, placement.dtype) == ("cpu", "fp32"):
+        return module
+    return module.to(device=placement.device, dtype=placement.torch_dtype)

@@ -35,6 +35,12 @@ class Outcome:
         return self.error is None
 
 
+def item_name(item: Any) -> str:
+    """`<uri>: ` for items that name a file, so the executor's own errors read like VideoError's."""
+    uri = getattr(item, "uri", None)
+    return f"{uri}: " if uri else ""
+
+
 def run_one(fn: Callable[[Any], Any], item: Any) -> Outcome:
     try:
         return Outcome(item, fn(item))
@@ -132,7 +138,7 @@ def _outcome(fut: Future, item: Any) -> Outcome:
     except BrokenProcessPool:
         raise
     except Exception as e:  # noqa: BLE001 - the pool still works, e.g. a result that cannot be pickled
-        return Outcome(item, error=f"worker process failed: {type(e).__name__}: {e}")
+        return Outcome(item, error=f"{item_name(item)}worker process failed: {type(e).__name__}: {e}")
     outcome.item = item
     return outcome
 
@@ -150,8 +156,8 @@ def _isolated(fn: Callable[[Any], Any], items: Sequence[Any], suspects: list[int
                 try:
                     outcome = _outcome(fut, items[i])
                 except BrokenProcessPool as e:
-                    outcome = Outcome(items[i], error=f"worker process died twice while processing this item "
-                                                      f"(BrokenProcessPool: {e}); quarantined")
+                    outcome = Outcome(items[i], error=f"{item_name(items[i])}worker process died twice while "
+                                                      f"processing this item (BrokenProcessPool: {e}); quarantined")
                 outcome.attempts = 2
                 yield i, outcome
 

@@ -16,8 +16,8 @@ import threading
 
 import numpy as np
 
-from svd_dag.curation.devices import Placement
-from svd_dag.model_store import file_sha256
+from svd_dag.curation.clip_model import cached_file_sha256
+from svd_dag.curation.devices import Placement, resolve
 
 DETECTOR_FILE = "craft_mlt_25k.pth"
 
@@ -41,7 +41,7 @@ def craft_weights_dir() -> str:
 
 def craft_version() -> str:
     """The detector's version: its weight file's hash (known without building the model)."""
-    return f"craft_mlt_25k@sha256:{file_sha256(os.path.join(craft_weights_dir(), DETECTOR_FILE))[:12]}"
+    return f"craft_mlt_25k@sha256:{cached_file_sha256(os.path.join(craft_weights_dir(), DETECTOR_FILE))[:12]}"
 
 
 def boxes_mask(horizontal, free, height: int, width: int) -> np.ndarray:
@@ -89,7 +89,7 @@ class TextDetector:
     def __init__(self, min_size: int = 20, placement: Placement | None = None):
         import easyocr
 
-        p = (placement if placement is not None else Placement()).resolve()
+        p = resolve(placement)
         folder = craft_weights_dir()
         scratch = os.path.join(tempfile.gettempdir(), "svd_dag-easyocr")
         os.makedirs(scratch, exist_ok=True)
@@ -169,7 +169,7 @@ _DETECTOR_LOCK = threading.Lock()
 def get_text_detector(placement: Placement | None = None) -> TextDetector:
     """One CRAFT per process and resolved (device, dtype) (loading it takes a second or two);
     another `batch_frames` gets a shallow copy sharing that network."""
-    p = (placement if placement is not None else Placement()).resolve()
+    p = resolve(placement)
     with _DETECTOR_LOCK:
         key = (p.device, p.dtype, p.batch_frames)
         if key not in _DETECTORS:

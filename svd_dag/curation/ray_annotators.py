@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator
 
-from svd_dag.curation.annotate import AnnotationRun, clip_ref, score_clips
+from svd_dag.curation.annotate import AnnotationRun, clip_ref, failure_row, score_clips
 from svd_dag.curation.ray_executor import RayConnection, RayOptions, check_shared_storage
 from svd_dag.storage import Store
 
@@ -122,6 +122,5 @@ def _dispatch(ray, slots: list, submit: Callable[[Any, list[dict]], Any], batche
                 idle.append(slot)
             first_line = (str(e).splitlines() or [""])[0]
             reason = f"{annotator} Ray worker lost on each of {retries + 1} attempts ({type(e).__name__}: {first_line})"
-            run = AnnotationRun(failures=[{"uri": clip_ref(c), "clip_id": c["clip_id"], "reason": f"{clip_ref(c)}: {reason}"}
-                                          for c in batch])
+            run = AnnotationRun(failures=[failure_row(c, f"{clip_ref(c)}: {reason}") for c in batch])
         yield batch, run

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from svd_dag.curation.executor import Outcome, run_one
+from svd_dag.curation.executor import Outcome, item_name, run_one
 
 POLL_S = 1.0  # how often a wait for outcomes wakes up to check item deadlines
 
@@ -138,7 +138,7 @@ class RayExecutor:
             outcome, node = ray.get(ref)
         except Exception as e:  # noqa: BLE001 - the worker or its node was lost more times than retried
             first_line = (str(e).splitlines() or [""])[0]
-            return Outcome(item, error=f"{_name(item)}Ray worker lost on each of {self.options.retries + 1} attempts "
+            return Outcome(item, error=f"{item_name(item)}Ray worker lost on each of {self.options.retries + 1} attempts "
                                        f"({type(e).__name__}: {first_line})")
         outcome.item, outcome.node = item, node  # the caller's object, not the worker's copy
         return outcome
@@ -152,11 +152,6 @@ class RayExecutor:
             if now - started > limit:
                 ray.cancel(ref, force=True, recursive=True)
                 del running[ref]
-                yield i, Outcome(items[i], error=f"{_name(items[i])}timed out after {limit:g} s on the Ray cluster "
+                yield i, Outcome(items[i], error=f"{item_name(items[i])}timed out after {limit:g} s on the Ray cluster "
                                                  "(cancelled, its worker killed)")
 
-
-def _name(item: Any) -> str:
-    """`<uri>: ` for items that name a file (the executor's errors then read like VideoError's)."""
-    uri = getattr(item, "uri", None)
-    return f"{uri}: " if uri else ""
