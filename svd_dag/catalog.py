@@ -19,13 +19,15 @@ import random
 import shutil
 import tempfile
 import time
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from svd_dag.lake import LAKE, LakeConfig, S3Access, is_retryable, lake_cursor, open_lake, release_lake
+
+if TYPE_CHECKING:  # pyarrow is imported where it is used: a console answer needs none of its ~0.5 s import
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 T = TypeVar("T")
 INTERNAL_RETRIES = 3  # fresh DuckDB instances tried after an internal error before it is raised
@@ -43,6 +45,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
 def _untyped_nulls_as_text(data: pa.Table) -> pa.Table:
     """A column that is all None in the first batch would create a NULL-typed column that
     later values cannot be cast into; make it VARCHAR instead."""
+    import pyarrow as pa
+
     for i, f in enumerate(data.schema):
         if pa.types.is_null(f.type):
             data = data.set_column(i, pa.field(f.name, pa.string()), data.column(i).cast(pa.string()))
@@ -88,6 +92,8 @@ def quarantine_on(con: duckdb.DuckDBPyConnection, records: Sequence[dict[str, An
     """Quarantine records (uri, sha256, stage, reason), keyed by (uri, stage), in the caller's transaction."""
     if not records:
         return
+    import pyarrow as pa
+
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     con.execute(QUARANTINE_DDL)
     upsert_on(con, "quarantine", pa.Table.from_pylist([
@@ -181,6 +187,8 @@ class Catalog:
         """The result of `sql`, spooled to a local Parquet file that the caller reads a batch
         at a time (`iter_batches`) while it writes to the catalog between batches: no
         connection stays open, and no Python list holds the whole result."""
+        import pyarrow.parquet as pq
+
         os.makedirs(self.config.scratch_dir, exist_ok=True)
         folder = tempfile.mkdtemp(prefix="worklist-", dir=self.config.scratch_dir)
         try:
@@ -208,6 +216,13 @@ class Catalog:
 
     def rows(self, sql: str, params: Sequence[Any] | dict | None = None) -> list[dict[str, Any]]:
         return self.query(sql, params).to_pylist()
+
+    def records(self, sql: str, params: Sequence[Any] | dict | None = None) -> list[dict[str, Any]]:
+        """`rows` through DuckDB's own Python values, without Arrow (for console answers)."""
+        with self.connect() as con:
+            cursor = con.execute(sql, params or None)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, r)) for r in cursor.fetchall()]
 
     def replace_table(self, name: str, data: pa.Table) -> None:
         """Make `name` exactly `data` (an inventory snapshot, a manifest)."""

@@ -23,9 +23,10 @@ from svd_dag.jobs.ablation import ablation_report_job, filter_ablation_job
 from svd_dag.jobs.checkpoint_eval import model_quality_job
 from svd_dag.jobs.curation import new_raw_video_sensor, recuration_job, weekly_recuration
 from svd_dag.jobs.evaluation import evaluation_job, new_vote_files_sensor
+from svd_dag.jobs.lineage import openlineage_export_sensor
 from svd_dag.jobs.training import finetunes_job, training_job
-from svd_dag.resources import (CatalogResource, MlflowResource, ModelStoreResource, StorageResource,
-                               TrainingLauncherResource, VideoExecutorResource)
+from svd_dag.resources import (CatalogResource, MlflowResource, ModelStoreResource, OpenLineageResource,
+                               StorageResource, TrainingLauncherResource, VideoExecutorResource)
 from svd_dag.settings import Settings, bundled_samples_dir, load_settings
 
 
@@ -56,6 +57,10 @@ def build_resources(settings: Settings) -> dict:
             mixed_precision=os.environ.get("SVD_DAG_MIXED_PRECISION", "no"),
         ),
         "video_executor": video_executor(settings),
+        "openlineage": OpenLineageResource(
+            namespace=settings.openlineage_namespace, file=settings.openlineage_file, url=settings.openlineage_url,
+            api_key=dg.EnvVar("SVD_DAG_OPENLINEAGE_API_KEY") if settings.openlineage_api_key_set else None,
+        ),
     }
 
 
@@ -84,7 +89,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
         jobs=[recuration_job, training_job, finetunes_job, evaluation_job, filter_ablation_job, ablation_report_job,
               model_quality_job],
         schedules=[weekly_recuration],
-        sensors=[new_raw_video_sensor, new_vote_files_sensor],
+        sensors=[new_raw_video_sensor, new_vote_files_sensor, openlineage_export_sensor],
         resources=build_resources(settings),
     )
 

@@ -158,12 +158,32 @@ def _report(cat, settings, raw: str) -> None:
             print(f"  {'':<34} MLflow run {r['mlflow_run_id']}")
             _print_samples(r["checkpoint_uri"], indent=" " * 37)
         _leaderboard(cat, settings)
+        _lineage(cat, settings)
     print(f"data:    {settings.storage_uri}")
     print(f"catalog: {cat.path}")
     print(f"  ask it: SVD_DAG_HOME={shlex.quote(settings.home)} .venv/bin/svd-dag sql 'SELECT * FROM lvd_f LIMIT 5'")
     print("open the Dagster UI on the same instance:")
     print(f"  DAGSTER_HOME={shlex.quote(settings.dagster_home)} SVD_DAG_HOME={shlex.quote(settings.home)} "
           f".venv/bin/dagster dev -w workspace.yaml   # then http://127.0.0.1:3000")
+
+
+def _lineage(cat, settings) -> None:
+    """The audit in one command: the raw bytes behind the I2V model."""
+    from svd_dag.lineage.up import LineageError, lineage_up
+
+    try:
+        report = lineage_up(cat, "i2v_checkpoint")
+    except LineageError:
+        return
+    top = report["checkpoint"]
+    print(f"\n=== lineage of i2v_checkpoint@{top['data_version']} "
+          f"({' <- '.join(link['asset'] for link in report['chain'])}) ===")
+    shas = {v["sha256"]: v["uri"] for videos in report["raw_videos"].values() for v in videos or []}
+    for sha, uri in sorted(shas.items(), key=lambda kv: kv[1]):
+        print(f"  raw video {sha}  {uri}")
+    print(f"  {'complete' if not report['missing'] else 'MISSING: ' + '; '.join(report['missing'])}")
+    home = shlex.quote(settings.home)
+    print(f"  the whole report: SVD_DAG_HOME={home} .venv/bin/svd-dag lineage up i2v_checkpoint  (down <sha256>, verify)")
 
 
 def _print_samples(checkpoint_uri: str, indent: str) -> None:

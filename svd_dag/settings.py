@@ -50,6 +50,12 @@ class Settings:
     ray_retries: int = 2
     ray_item_timeout_s: float = 0.0
     ray_shared_filesystem: bool = False
+    # OpenLineage export: JSON lines under home, and an HTTP endpoint (Marquez) when a URL is set.
+    # The API key itself is read by the resource through dg.EnvVar; only whether one is set is kept here.
+    openlineage_url: str | None = None
+    openlineage_namespace: str = "svd-dag"
+    openlineage_file: str = ""
+    openlineage_api_key_set: bool = False
 
 
 def _flag(value: str | None) -> bool:
@@ -82,4 +88,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         ray_retries=int(env.get("SVD_DAG_RAY_RETRIES") or 2),
         ray_item_timeout_s=float(env.get("SVD_DAG_RAY_ITEM_TIMEOUT_S") or 0),
         ray_shared_filesystem=_flag(env.get("SVD_DAG_RAY_SHARED_FILESYSTEM")),
+        openlineage_url=env.get("SVD_DAG_OPENLINEAGE_URL") or None,
+        openlineage_namespace=env.get("SVD_DAG_OPENLINEAGE_NAMESPACE") or "svd-dag",
+        openlineage_file=env.get("SVD_DAG_OPENLINEAGE_FILE") or os.path.join(home, "openlineage", "events.jsonl"),
+        openlineage_api_key_set=bool(env.get("SVD_DAG_OPENLINEAGE_API_KEY")),
     )

@@ -172,6 +172,22 @@ def sha256_of(store: Store, uri: str, chunk: int = 8 * 2**20) -> str:
 
 
 
+def tree_digest(store: Store, folder: str, suffix: str) -> str:
+    """sha256 over the relative paths and bytes of every file under `folder` ending in `suffix`,
+    in path order: the checkpoint's weights digest (its data version), local or s3://."""
+    root = store.uri(folder).rstrip("/")
+    prefix = "s3://" if store.protocol == "s3" else ""
+    paths = sorted(prefix + p if prefix and not p.startswith(prefix) else p
+                   for p in store.fs.find(root) if p.endswith(suffix))
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(posixpath.relpath(path, root).encode())
+        with store.fs.open(path, "rb") as f:
+            for block in iter(lambda: f.read(8 * 2**20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
 def local_folder(uri: str, cache_dir: str, options: dict[str, Any] | None = None) -> str:
     """A local folder with the contents of folder `uri`: `uri` itself when it is local, else a
     copy made once under `cache_dir` (a `.complete` marker says the copy finished)."""

@@ -53,6 +53,12 @@ class Tracker:
         entry = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
         self.client().log_inputs(run_id, datasets=[entry])
 
+    def log_parent_model(self, run_id: str, model_id: str) -> None:
+        """The checkpoint a run started from, as one of the run's inputs (MLflow's model input)."""
+        from mlflow.entities import LoggedModelInput
+
+        self.client().log_inputs(run_id, models=[LoggedModelInput(model_id)])
+
     def log_checkpoint_model(self, run_id: str, name: str, checkpoint_uri: str, params: dict[str, Any],
                              tags: dict[str, str]) -> str:
         """Register the checkpoint as an MLflow logged model (external: the weights stay in storage)."""

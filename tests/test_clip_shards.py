@@ -90,7 +90,8 @@ def test_kept_clips_are_sharded_and_a_broken_video_is_quarantined(world):
     assert meta["dagster/row_count"] == len(clips) - 1 and len(files) == len(meta["shard_uris"]) >= 2
     [q] = quarantined
     assert q["uri"] == f"{doomed[0]['video_uri']}#frames={doomed[0]['start_frame']}-{doomed[0]['end_frame']}"
-    assert "doomed.mp4" in q["reason"] and "not a readable video container" in q["reason"]
+    # It broke after curation: its bytes are no longer those its clip was cut from, and the reason says so.
+    assert "doomed.mp4" in q["reason"] and "changed since it was inventoried" in q["reason"]
 
 
 def test_each_member_holds_the_clips_frames_where_the_catalog_says(world):
@@ -188,11 +189,11 @@ def test_clip_dataset_reads_items_from_shards(world, tmp_path):
     gone = [{**r, "video_uri": str(tmp_path / "moved-away.mp4")} for r in rows]  # only the shards can serve these
     dataset = ClipDataset(gone, num_frames=4, target_fps=8.0, height=32, width=48)
     items = [dataset[i] for i in range(len(dataset))]
-    assert len(items) == len(rows) and all(it is not None for it in items)
+    assert len(items) == len(rows) and all("skip" not in it for it in items)
     assert items[0]["pixels"].shape == (4, 3, 32, 48) and items[0]["caption"] == "a test caption"
     by_reference = ClipDataset([{k: v for k, v in r.items() if not k.startswith("shard_")} for r in rows[:1]],
                                num_frames=4, target_fps=8.0, height=32, width=48)
-    assert by_reference[0] is not None
+    assert "pixels" in by_reference[0]
 
 
 def test_training_reads_shards_when_they_exist(world, tmp_path):
@@ -220,7 +221,8 @@ def test_shards_on_s3_are_read_by_range(s3_endpoint, bikes_path, tmp_path):
     store = Store("s3://shards-test/data")
     store.fs.mkdir("shards-test")
     raw = os.path.dirname(bikes_path)
-    clip = {"clip_id": "bikes-100-130", "video_uri": bikes_path, "video_sha256": "x", "start_frame": 100,
+    sha = hashlib.sha256(open(bikes_path, "rb").read()).hexdigest()
+    clip = {"clip_id": "bikes-100-130", "video_uri": bikes_path, "video_sha256": sha, "start_frame": 100,
             "end_frame": 130, "fps": 25.0, "caption": "bikes"}
     run = shard_clips(store, [clip], EncodeSettings(max_height=64, preset="ultrafast"), "s3key",
                       LocalProcessExecutor(1).map, raw)
@@ -231,3 +233,23 @@ def test_shards_on_s3_are_read_by_range(s3_endpoint, bikes_path, tmp_path):
     again = shard_clips(store, [clip], EncodeSettings(max_height=64, preset="ultrafast"), "s3key",
                         LocalProcessExecutor(1).map, raw)
     assert again.rows[0]["shard_uri"].endswith("shard-000001.tar")  # numbered after what is there
+
+
+def test_a_raw_video_changed_since_its_inventory_is_not_encoded(tmp_path, bikes_path):
+    """Shards must hold the frames the lineage names: a video whose bytes no longer match the
+    sha256 its clips were cut from fails with a reason naming it; the other video's clip is encoded."""
+    from svd_dag.curation.shards import ShardTask, transcode_task
+
+    good, changed = tmp_path / "good.mp4", tmp_path / "changed.mp4"
+    shutil.copy(bikes_path, good)
+    shutil.copy(bikes_path, changed)
+    sha = hashlib.sha256(open(bikes_path, "rb").read()).hexdigest()
+    with open(changed, "ab") as f:
+        f.write(b"appended after the inventory")
+    clip = {"clip_id": "c", "video_sha256": sha, "start_frame": 0, "end_frame": 8, "fps": 25.0, "width": 1280,
+            "height": 720}
+    settings = EncodeSettings(max_height=64, crf=30, preset="ultrafast").validate()
+    [(bad, why)] = transcode_task(ShardTask(str(tmp_path), ({**clip, "video_uri": str(changed)},), settings))
+    assert bad is None and "changed since it was inventoried" in why and str(changed) in why
+    [(ok, none)] = transcode_task(ShardTask(str(tmp_path), ({**clip, "video_uri": str(good)},), settings))
+    assert none is None and ok.frames == 8

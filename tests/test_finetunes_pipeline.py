@@ -127,6 +127,25 @@ def test_finetune_lineage_reaches_the_stage_checkpoints_and_mlflow_holds_the_sam
     assert client.get_run(run_id).data.metrics["sample_seconds_per_video"] > 0
 
 
+def test_lineage_up_of_i2v_names_the_bundled_videos_and_every_finetune_passes_its_checks(curated, finetuned,
+                                                                                        bikes_path):
+    """The audit on the fine-tunes: i2v reaches the bundled bikes.mp4 by its real sha256; the LoRAs
+    and the multi-view model (orbit objects, no raw video) have complete lineage and no leak."""
+    import hashlib
+
+    from svd_dag.lineage.up import lineage_up
+
+    report = lineage_up(curated["cat"], "i2v_checkpoint")
+    assert [link["asset"] for link in report["chain"]] == ["i2v_checkpoint", "stage2_video_checkpoint",
+                                                           "stage1_image_checkpoint"] and report["missing"] == []
+    bikes = hashlib.sha256(open(bikes_path, "rb").read()).hexdigest()
+    assert bikes in {v["sha256"] for videos in report["raw_videos"].values() for v in videos}
+    checks = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in finetuned.get_asset_check_evaluations()}
+    for name in FINETUNES:
+        assert checks[(name, "lineage_complete")] and checks[(name, "no_eval_leak")], name
+    assert lineage_up(curated["cat"], "multiview_checkpoint")["missing"] == []
+
+
 def _train_in_process(tmp_path, name: str, init_from: str, manifest: str, **overrides) -> str:
     from accelerate import Accelerator
 

@@ -5,6 +5,7 @@ clips, samples and errors as the local pool, a worker killed mid-item retried, a
 cancelled, and a cluster of several nodes refused local storage.
 """
 
+import hashlib
 import os
 import shutil
 import sys
@@ -125,7 +126,8 @@ def members(tar_path: str) -> dict[str, bytes]:
 def test_clips_transcoded_into_shards_on_ray_have_the_local_pools_bytes(ray_cluster, raw, tmp_path):
     from svd_dag.curation.shards import EncodeSettings, shard_clips
 
-    clips = [{"clip_id": f"{name}-{start}", "video_uri": os.path.join(raw, name), "video_sha256": name,
+    sha = {name: hashlib.sha256(open(os.path.join(raw, name), "rb").read()).hexdigest() for name in ("bikes.mp4", "pan.mp4")}
+    clips = [{"clip_id": f"{name}-{start}", "video_uri": os.path.join(raw, name), "video_sha256": sha[name],
               "start_frame": start, "end_frame": start + 24, "fps": 25.0, "caption": name}
              for name in ("bikes.mp4", "pan.mp4") for start in (0, 30)]
     clips.append({**clips[0], "clip_id": "gone", "video_uri": os.path.join(raw, "missing.mp4")})

@@ -19,6 +19,7 @@ from pydantic import Field
 
 from svd_dag.assets.common import md_table, source_version
 from svd_dag.curation.datasets import MANIFEST_COLUMNS
+from svd_dag.assets.lineage_checks import lineage_check_results, lineage_check_specs
 from svd_dag.assets.training import (TRAINING_CODE, StageConfig, checkpoint_metadata, current_checkpoint,
                                      stage1_image_checkpoint, train_checkpoint)
 from svd_dag.evaluation.ablation import CRITERIA, LEVELS
@@ -50,7 +51,10 @@ def _probe_manifest(cat, store, count: int) -> str:
 
 
 @dg.asset(group_name=GROUP, deps=["annotations", stage1_image_checkpoint], partitions_def=ABLATION_PARTITIONS,
-          code_version=TRAINING_CODE, pool="gpu", kinds={"pytorch", "mlflow"})
+          code_version=TRAINING_CODE, pool="gpu", kinds={"pytorch", "mlflow"},
+          # Only lineage_complete: the study trains on the whole annotated pool by design (held-out
+          # clips included); its models are compared on probe prompts, never registered or FVD-scored.
+          check_specs=lineage_check_specs("filter_ablation", ("lineage_complete",)))
 def filter_ablation(context: dg.AssetExecutionContext, config: AblationConfig, storage: StorageResource,
                     catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource,
                     launcher: TrainingLauncherResource) -> dg.MaterializeResult:
@@ -91,6 +95,7 @@ def filter_ablation(context: dg.AssetExecutionContext, config: AblationConfig, s
         metadata={**checkpoint_metadata(trained, config.profile, store), "cell": cell,
                   "remove_fractions": dg.MetadataValue.json(fractions), "clips_kept": result.kept,
                   "clips_total": result.total, "cutoff": result.cutoffs.get(criterion)},
+        check_results=lineage_check_results([trained], ("lineage_complete",)),
     )
 
 
@@ -121,7 +126,7 @@ def _load_samples(store, checkpoint_uri: str) -> tuple[dict, dict]:
     return generated, references
 
 
-@dg.asset(group_name=GROUP, deps=[filter_ablation], code_version=source_version("evaluation/ablation.py", "evaluation/elo.py"),
+@dg.asset(group_name=GROUP, deps=[filter_ablation, "preference_votes"], code_version=source_version("evaluation/ablation.py", "evaluation/elo.py"),
           kinds={"duckdb", "mlflow"})
 def filter_ablation_report(context: dg.AssetExecutionContext, config: AblationReportConfig, storage: StorageResource,
                            catalog: CatalogResource, mlflow: MlflowResource) -> dg.MaterializeResult:

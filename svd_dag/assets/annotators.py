@@ -52,20 +52,36 @@ def _current_version(cat, annotator: str, table: str) -> dict:
     return rows[0]
 
 
+def _merged_weights(*parts: dict) -> str:
+    """The weight files behind a score built on other annotators' outputs: theirs (their
+    `annotator_versions` rows' `weights_sha256`) and its own ({name: sha256})."""
+    import json
+
+    merged: dict = {}
+    for part in parts:
+        raw = part.get("weights_sha256") if "annotator" in part else json.dumps(part)
+        merged.update(json.loads(raw) if raw else {})
+    return json.dumps({k: v for k, v in sorted(merged.items()) if v}) if any(merged.values()) else ""
+
+
 def _combine_weights(*labels: str) -> str:
     return "random" if "random" in labels else "pretrained"
 
 
 def _result(context, cat, run, table: str, annotator: str, model_version: str, weights: str,
-            extra: dict | None = None) -> dg.MaterializeResult:
+            extra: dict | None = None, weights_sha256: str = "") -> dg.MaterializeResult:
     from svd_dag.curation.annotation_batches import record_version, table_version
 
-    record_version(cat, annotator, model_version, weights, table)
     cat.compact()  # the run's per-batch commits become a few Parquet files
     version, rows = table_version(cat, table, model_version)
     placed = cat.rows(f'SELECT device, dtype, count(*) AS n FROM "{table}" WHERE model_version = ? GROUP BY ALL '
                       "ORDER BY n DESC", [model_version]) \
-        if "device" in cat.query(f'SELECT * FROM "{table}" LIMIT 0').schema.names else []
+        if table in cat.tables() and "device" in cat.query(f'SELECT * FROM "{table}" LIMIT 0').schema.names else []
+    # Which devices scored the current rows (not how many rows: that grows with every incremental run).
+    devices = ", ".join(sorted({f"{p['device']}/{p['dtype']}" for p in placed})) or "n/a"
+    record_version(cat, annotator, model_version, weights, table,
+                   code_version=context.assets_def.code_versions_by_key.get(context.asset_key), placement=devices,
+                   weights_sha256=weights_sha256)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
@@ -133,7 +149,8 @@ def motion_scores(context: dg.AssetExecutionContext, config: MotionConfig, stora
     version = f"farneback-{json_digest([FARNEBACK, config.flow_width])[:8]}@{config.flow_width}px-u{MOTION_UNIT_WIDTH}"
     run, who = _frame_annotator(context, cat, storage.store(), video_executor, "motion_scores",
                                 MotionSpec(config.flow_width, version, config.workers), config)
-    return _result(context, cat, run, "motion_scores", who.annotator, who.model_version, who.weights, extra={
+    return _result(context, cat, run, "motion_scores", who.annotator, who.model_version, who.weights,
+                   weights_sha256=who.weights_sha256, extra={
         "flow_resolution": f"{config.flow_width} px wide, aspect kept; pairs 0.5 s apart (2 fps); "
                            f"magnitudes in px of a {MOTION_UNIT_WIDTH}-px-wide frame",
         "farneback": dg.MetadataValue.json(FARNEBACK)})
@@ -158,7 +175,8 @@ def ocr_scores(context: dg.AssetExecutionContext, config: OcrConfig, storage: St
     cat = catalog.catalog()
     run, who = _frame_annotator(context, cat, storage.store(), video_executor, "ocr_scores",
                                 CraftSpec(config.placement(), config.cpu_batch_frames), config)
-    return _result(context, cat, run, "ocr_scores", who.annotator, who.model_version, who.weights, extra={
+    return _result(context, cat, run, "ocr_scores", who.annotator, who.model_version, who.weights,
+                   weights_sha256=who.weights_sha256, extra={
         "ocr_resolution": "the stored samples (512 px wide by default, see clips.sample_width); "
                           "boxes of 20 px or less are ignored"})
 
@@ -197,7 +215,8 @@ def clip_embeddings(context: dg.AssetExecutionContext, config: ClipEmbeddingsCon
 
     run, who = _frame_annotator(context, cat, store, video_executor, "clip_embeddings", spec, config,
                                 finish_batch=finish_batch)
-    return _result(context, cat, run, "clip_embeddings", who.annotator, who.model_version, who.weights, extra={
+    return _result(context, cat, run, "clip_embeddings", who.annotator, who.model_version, who.weights,
+                   weights_sha256=who.weights_sha256, extra={
         "arch": config.arch, "embed_dim": spec.embed_dim(), "storage": "float16 Parquet, one file per batch",
         "embeddings_root": store.uri(folder)})
 
@@ -265,7 +284,8 @@ def aesthetic_scores(context: dg.AssetExecutionContext, config: AnnotatorConfig,
                       sql=_embedding_work(cat, "aesthetic_scores", emb["model_version"]),
                       extra_params={"emb": emb["model_version"]})
     return _result(context, cat, run, "aesthetic_scores", "laion_aesthetic", version, weights,
-                   extra={"head": head.file, "head_kind": head.kind, "head_weights": head_weights})
+                   extra={"head": head.file, "head_kind": head.kind, "head_weights": head_weights},
+                   weights_sha256=_merged_weights(emb, {f"aesthetic/{head.file}": head.sha256}))
 
 
 class CaptionsConfig(ModelAnnotatorConfig):
@@ -292,6 +312,7 @@ def captions(context: dg.AssetExecutionContext, config: CaptionsConfig, storage:
     status = [{"captioner": c.name, "status": c.status, "weights": c.weights or "-", "version": c.version or "-",
                "detail": c.detail or ""} for c in spec.captioners()]
     return _result(context, cat, run, "captions", who.annotator, who.model_version, who.weights,
+                   weights_sha256=who.weights_sha256,
                    extra={"captioners": md_table(status)})
 
 
@@ -345,7 +366,8 @@ def caption_similarity(context: dg.AssetExecutionContext, config: PlacementConfi
                                           join="LEFT JOIN captions cap ON cap.clip_id = c.clip_id "
                                                "AND cap.model_version = $cap"),
                       extra_params={"emb": emb["model_version"], "cap": cap["model_version"]})
-    return _result(context, cat, run, "caption_similarity", "clip_text_image", version, weights)
+    return _result(context, cat, run, "caption_similarity", "clip_text_image", version, weights,
+                   weights_sha256=_merged_weights(emb, cap))
 
 
 annotator_assets = [motion_scores, ocr_scores, clip_embeddings, aesthetic_scores, captions, caption_similarity]

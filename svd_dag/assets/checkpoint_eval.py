@@ -243,7 +243,8 @@ def _metric_of(cat, metric: str, row: dict) -> Optional[float]:
     return found[0]["elo"] if found else None
 
 
-@dg.asset(group_name=GROUP, deps=[fvd_eval], code_version=source_version("tracking.py"), kinds={"mlflow"},
+@dg.asset(group_name=GROUP, deps=[fvd_eval, "elo_ratings"], code_version=source_version("tracking.py", "lineage/checks.py"),
+          kinds={"mlflow"},
           check_specs=[dg.AssetCheckSpec("not_worse_than_champion", asset="registered_checkpoints", blocking=True,
                                          description="each candidate is not worse than its family's champion on the "
                                                      "configured metric; blocks the alias move otherwise")])
@@ -253,20 +254,31 @@ def registered_checkpoints(context: dg.AssetExecutionContext, config: RegistryCo
     `svd-dag.<family>` (source = the checkpoint URI, linked to its logged model and training
     run), with the configured metric as a tag. The blocking check compares every candidate to
     its family's `champion`; `champion_aliases` moves the aliases only when it passes.
+    A checkpoint is registered only when its lineage is complete and no evaluation clip leaked
+    into its training or its ancestors' (the checkpoint assets' blocking checks, asked again
+    here against the record as it is now); one that fails is listed with the reason.
     """
+    from svd_dag.lineage.datasheet import judge
+
     if config.metric not in LOWER_IS_BETTER:
         raise ValueError(f"metric must be one of {sorted(LOWER_IS_BETTER)}, got {config.metric!r}")
     cat, tracker = catalog.catalog(), mlflow.tracker()
     client = tracker.client()
     from mlflow.exceptions import MlflowException
 
-    rows, verdicts = [], []
+    rows = []
     for family in FAMILIES:
         try:
             ckpt = current_checkpoint(cat, family)
         except RuntimeError:
             continue
         name = REGISTERED_PREFIX + family
+        refused = judge(cat, family, ckpt["data_version"], ckpt["variant"]).why_not()
+        if refused:
+            context.log.warning(f"{family}@{ckpt['data_version']} is not registered: {refused}")
+            rows.append({"family": family, "registered_model": name, "version": "", "metric": config.metric,
+                         "value": None, "champion_version": None, "passes": False, "why": f"not registered: {refused}"})
+            continue
         try:
             client.get_registered_model(name)
         except MlflowException:
@@ -297,16 +309,17 @@ def registered_checkpoints(context: dg.AssetExecutionContext, config: RegistryCo
         rows.append({"family": family, "registered_model": name, "version": version.version, "metric": config.metric,
                      "value": value, "champion_version": champion.version if champion else None, "passes": ok,
                      "why": why})
-        verdicts.append(ok)
     cat.replace_table("registry_candidates", pa.Table.from_pylist(rows) if rows else pa.table({"family": pa.array([], pa.string())}))
-    worse = [r["family"] for r in rows if not r["passes"]]
+    worse = [r["family"] for r in rows if not r["passes"] and r["version"]]
+    refused = [r["family"] for r in rows if not r["version"]]
     return dg.MaterializeResult(
         metadata={"candidates": md_table([{k: r[k] for k in ("family", "version", "value", "champion_version", "why")}
                                           for r in rows]), "metric": config.metric,
                   "mlflow_models": md_table([{"registered model": r["registered_model"],
                                               "link": tracker.model_link(r["registered_model"])} for r in rows])},
         check_results=[dg.AssetCheckResult(check_name="not_worse_than_champion", passed=not worse,
-                                           metadata={"worse": ", ".join(worse) or "-"})],
+                                           metadata={"worse": ", ".join(worse) or "-",
+                                                     "not_registered": ", ".join(refused) or "-"})],
     )
 
 

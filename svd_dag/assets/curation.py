@@ -18,7 +18,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from svd_dag.assets.common import md_table, source_version, uri_metadata
-from svd_dag.catalog import Catalog, table_names, upsert_on
+from svd_dag.catalog import Catalog, replace_table_on, table_names, upsert_on
 from svd_dag.curation.datasets import json_digest, now, relation_digest
 from svd_dag.resources import CatalogResource, StorageResource, VideoExecutorResource
 
@@ -48,16 +48,28 @@ def raw_videos(context: dg.AssetExecutionContext, raw_storage: StorageResource, 
 
     The sha256 is the identity every clip and model downstream traces back to. Files that
     cannot be probed are listed with status `quarantined` and a reason, and copied to the
-    `quarantine` table, so an auditor sees what was left out and why.
+    `quarantine` table, so an auditor sees what was left out and why. `raw_video_history`
+    keeps every file's past: a file that disappears gets a tombstone, one replaced in place
+    keeps its old sha256 beside the new one (the old clips stay attributed to the old bytes).
     """
     from svd_dag.curation.inventory import inventory_version, to_table
+    from svd_dag.lineage.history import record_inventory_on
 
     store, cat = raw_storage.store(), catalog.catalog()
     previous = {r["uri"]: r for r in cat.rows("SELECT * FROM raw_videos")} if "raw_videos" in cat.tables() else {}
     uris = store.list_files()
     with ThreadPoolExecutor(max_workers=8) as pool:
         rows = list(pool.map(lambda u: _inventory_row(store, u, previous), uris))
-    cat.replace_table("raw_videos", to_table(rows))
+    inventory = to_table(rows)
+
+    def commit(con):
+        replace_table_on(con, "raw_videos", inventory)
+        return record_inventory_on(con, inventory, now())
+
+    changes = cat.write(commit)
+    for kind in ("replaced", "deleted"):
+        if changes[kind]:
+            context.log.warning(f"{changes[kind]} raw video(s) {kind} since the last inventory (raw_video_history)")
     bad = [r for r in rows if r["status"] != "ok"]
     cat.quarantine([{"uri": r["uri"], "sha256": r["sha256"], "stage": "raw_videos", "reason": r["reason"]} for r in bad])
     cat.release_from_quarantine("raw_videos", [r["uri"] for r in rows if r["status"] == "ok"])
@@ -72,6 +84,7 @@ def raw_videos(context: dg.AssetExecutionContext, raw_storage: StorageResource, 
             "quarantined": len(bad),
             "total_bytes": sum(r["size_bytes"] for r in rows),
             "total_hours": round(sum(r["duration_s"] or 0 for r in ok) / 3600, 4),
+            "changes_since_last_inventory": dg.MetadataValue.json(changes),
             "raw_uri": uri_metadata(store.root),
             "catalog_table": f"{cat.path}::raw_videos",
             "quarantined_files": md_table([{"uri": r["uri"], "reason": r["reason"]} for r in bad]),
@@ -216,6 +229,8 @@ def clips(
 def _commit_scans(context, cat: Catalog, outcomes: list, key: str, totals: dict) -> None:
     """One batch of scanned videos: their clips replace the videos' old rows, with their scan
     records, in one transaction; failures go to quarantine."""
+    from svd_dag.lineage.history import remember_clips_on
+
     rows, scans, failed = [], [], []
     for o in outcomes:
         if not o.ok:
@@ -236,6 +251,7 @@ def _commit_scans(context, cat: Catalog, outcomes: list, key: str, totals: dict)
             con.execute("DELETE FROM clips WHERE video_sha256 IN (SELECT unnest(?))", [[o.item.sha256 for o in outcomes]])
         if rows:
             upsert_on(con, "clips", pa.Table.from_pylist(rows), key=["clip_id"])
+            remember_clips_on(con, pa.Table.from_pylist(rows), now())
         if scans:
             upsert_on(con, "video_scans", pa.Table.from_pylist(scans), key=["video_sha256", "scan_key"])
 

@@ -141,8 +141,11 @@ def lvd_f(context: dg.AssetExecutionContext, config: LvdFConfig, storage: Storag
             raise ValueError("use_ablation_recommendations is set but filter_ablation_report has not run")
         adopted = {r["criterion"]: r for r in cat.rows("SELECT * FROM ablation_recommendations")}
         fractions.update({c: r["remove_fraction"] for c, r in adopted.items()})
+    # Dagster cannot show this read as an edge (lvd_f -> stage I -> filter_ablation -> its report
+    # -> lvd_f is a cycle), so the record names the recommendations it adopted, as of when.
     thresholds = {"remove_fractions": fractions, "text_max_area": config.text_max_area,
-                  "from_ablation": {c: f"{r['level']}% ({r['rater_kind']} votes)" for c, r in adopted.items()},
+                  "from_ablation": {c: f"{r['level']}% ({r['rater_kind']} votes, recommended {r['computed_at']})"
+                                    for c, r in adopted.items()},
                   "eval_fraction": config.eval_fraction, "eval_split_by": config.eval_split_by,
                   "eval_seed": config.eval_seed}
     key = "a.clip_id" if config.eval_split_by == "clip" else "a.video_sha256"

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from svd_dag.assets.common import md_table, source_version, uri_metadata
+from svd_dag.assets.lineage_checks import lineage_check_results, lineage_check_specs
 from svd_dag.assets.training import (TRAINING_CODE, StageConfig, TrainedCheckpoint, checkpoint_metadata,
                                      current_checkpoint, hq_finetune_set, stage2_video_checkpoint, train_checkpoint)
 from svd_dag.curation.datasets import current_dataset
@@ -44,7 +45,8 @@ class I2vConfig(FinetuneConfig):
 
 def _materialize(trained: TrainedCheckpoint, config: StageConfig, storage: StorageResource) -> dg.MaterializeResult:
     return dg.MaterializeResult(data_version=trained.result.data_version,
-                                metadata=checkpoint_metadata(trained, config.profile, storage.store()))
+                                metadata=checkpoint_metadata(trained, config.profile, storage.store()),
+                                check_results=lineage_check_results([trained]))
 
 
 def _finetune(context, stage_key: str, config: StageConfig, dataset_asset: str, parent_asset: str,
@@ -56,8 +58,8 @@ def _finetune(context, stage_key: str, config: StageConfig, dataset_asset: str, 
     return _materialize(trained, config, storage)
 
 
-@dg.asset(group_name=GROUP, deps=[stage2_video_checkpoint, hq_finetune_set], code_version=TRAINING_CODE, pool="gpu",
-          kinds={"pytorch", "mlflow", "diffusers"})
+@dg.asset(group_name=GROUP, deps=[stage2_video_checkpoint, hq_finetune_set, "clip_shards"], code_version=TRAINING_CODE,
+          pool="gpu", kinds={"pytorch", "mlflow", "diffusers"}, check_specs=lineage_check_specs("i2v_checkpoint"))
 def i2v_checkpoint(context: dg.AssetExecutionContext, config: I2vConfig, storage: StorageResource,
                    catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource,
                    launcher: TrainingLauncherResource) -> dg.MaterializeResult:
@@ -73,8 +75,8 @@ def i2v_checkpoint(context: dg.AssetExecutionContext, config: I2vConfig, storage
                      "stage2_video_checkpoint", storage, catalog, model_store, mlflow, launcher)
 
 
-@dg.asset(group_name=GROUP, deps=[i2v_checkpoint, hq_finetune_set], code_version=TRAINING_CODE, pool="gpu",
-          kinds={"pytorch", "mlflow"})
+@dg.asset(group_name=GROUP, deps=[i2v_checkpoint, hq_finetune_set, "clip_shards"], code_version=TRAINING_CODE,
+          pool="gpu", kinds={"pytorch", "mlflow"}, check_specs=lineage_check_specs("interpolation_checkpoint"))
 def interpolation_checkpoint(context: dg.AssetExecutionContext, config: FinetuneConfig, storage: StorageResource,
                              catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource,
                              launcher: TrainingLauncherResource) -> dg.MaterializeResult:
@@ -105,7 +107,7 @@ def orbit_renders(context: dg.AssetExecutionContext, config: OrbitRendersConfig,
     are rendered with known cameras (real geometry, labelled `synthetic-procedural`).
     """
     from svd_dag.curation.filtering import split_eval_at_least_one
-    from svd_dag.storage import Store
+    from svd_dag.storage import Store, tree_digest
     from svd_dag.training.orbits import generate_synthetic_orbits, list_orbit_objects, read_orbit_folder
 
     store = storage.store()
@@ -142,7 +144,8 @@ def orbit_renders(context: dg.AssetExecutionContext, config: OrbitRendersConfig,
     cat.upsert("dataset_versions", pa.Table.from_pylist([{
         "dataset_version": version, "asset": "orbit_renders", "manifest_uri": orbit_store.uri(""), "kept": len(rows),
         "total": len(rows) + len(problems), "report": json.dumps({"sources": sorted({r["source"] for r in rows})}),
-        "created_at": _now()}]), key=["dataset_version"])
+        "created_at": _now(), "manifest_sha256": tree_digest(orbit_store, orbit_store.uri(""), "")}]),
+        key=["dataset_version"])
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={"dagster/row_count": len(rows), "root_uri": uri_metadata(orbit_store.uri("")),
@@ -152,7 +155,7 @@ def orbit_renders(context: dg.AssetExecutionContext, config: OrbitRendersConfig,
 
 
 @dg.asset(group_name=GROUP, deps=[i2v_checkpoint, orbit_renders], code_version=TRAINING_CODE, pool="gpu",
-          kinds={"pytorch", "mlflow"})
+          kinds={"pytorch", "mlflow"}, check_specs=lineage_check_specs("multiview_checkpoint"))
 def multiview_checkpoint(context: dg.AssetExecutionContext, config: FinetuneConfig, storage: StorageResource,
                          catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource,
                          launcher: TrainingLauncherResource) -> dg.MaterializeResult:
@@ -205,7 +208,8 @@ def camera_motion_labels(context: dg.AssetExecutionContext, config: CameraLabelC
 @dg.asset(group_name=GROUP, deps=[i2v_checkpoint, camera_motion_labels, "lvd_f"], code_version=TRAINING_CODE, pool="gpu",
           kinds={"pytorch", "mlflow", "peft"},
           check_specs=[dg.AssetCheckSpec("adapter_per_label", asset="camera_motion_loras",
-                                         description="every camera label (static, horizontal_pan, zoom) got an adapter")])
+                                         description="every camera label (static, horizontal_pan, zoom) got an adapter"),
+                       *lineage_check_specs("camera_motion_loras")])
 def camera_motion_loras(context: dg.AssetExecutionContext, config: FinetuneConfig, storage: StorageResource,
                         catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource,
                         launcher: TrainingLauncherResource) -> dg.MaterializeResult:
@@ -236,8 +240,14 @@ def camera_motion_loras(context: dg.AssetExecutionContext, config: FinetuneConfi
         dataset = {"dataset_version": version, "manifest_uri": uri, "asset": f"lvd_f[camera={label}]"}
         cat.upsert("dataset_versions", pa.Table.from_pylist([{
             "dataset_version": version, "asset": f"camera_motion_loras:{label}", "manifest_uri": uri, "kept": len(ids),
-            "total": manifest.num_rows, "report": json.dumps({"parent": base["dataset_version"], "label": label}),
-            "created_at": _now()}]), key=["dataset_version"])
+            "total": manifest.num_rows, "report": json.dumps({"parent": base["dataset_version"], "label": label,
+                                                              "parent_dataset_version": base["dataset_version"]}),
+            "created_at": _now(), "manifest_sha256": hashlib.sha256(buf.getvalue()).hexdigest()}]),
+            key=["dataset_version"])
+        cat.upsert("dataset_members", pa.Table.from_arrays(
+            [pa.array([version] * subset.num_rows), pa.array([f"camera_motion_loras:{label}"] * subset.num_rows),
+             subset.column("clip_id"), subset.column("video_sha256")],
+            names=["dataset_version", "asset", "clip_id", "video_sha256"]), key=["dataset_version", "clip_id"])
         trained = train_checkpoint(context, "camera_lora", config, dataset, parent, storage, catalog, model_store,
                                    mlflow, launcher, variant=label)
         adapters[label] = trained
@@ -248,7 +258,8 @@ def camera_motion_loras(context: dg.AssetExecutionContext, config: FinetuneConfi
             data_version=dg.DataVersion("no-adapters-" + base["dataset_version"]),
             metadata={"adapters": md_table(summary), "profile": config.profile},
             check_results=[dg.AssetCheckResult(check_name="adapter_per_label", passed=False,
-                                               metadata={"missing": ", ".join(missing)})])
+                                               metadata={"missing": ", ".join(missing)}),
+                           *lineage_check_results([])])
     version = hashlib.sha256("".join(t.result.data_version.value for t in adapters.values()).encode()).hexdigest()[:16]
     first = next(iter(adapters.values()))
     metadata = {f"{label}_adapter": uri_metadata(f"{t.checkpoint_uri}/adapter") for label, t in adapters.items()}
@@ -261,7 +272,8 @@ def camera_motion_loras(context: dg.AssetExecutionContext, config: FinetuneConfi
                   "profile": config.profile,
                   **{k: v for k, v in preview.items() if k.startswith("sample_")}},
         check_results=[dg.AssetCheckResult(check_name="adapter_per_label", passed=not missing,
-                                           metadata={"missing": ", ".join(missing) or "-"})],
+                                           metadata={"missing": ", ".join(missing) or "-"}),
+                       *lineage_check_results(list(adapters.values()))],
     )
 
 

@@ -20,8 +20,11 @@ import pyarrow as pa
 from pydantic import Field
 
 from svd_dag.assets.common import source_version, uri_metadata
+from svd_dag.assets.lineage_checks import lineage_check_results, lineage_check_specs
 from svd_dag.catalog import Catalog
 from svd_dag.curation.datasets import current_dataset, shard_index_for
+from svd_dag.lineage.datasheet import judge, write_documents
+from svd_dag.lineage.records import record_checkpoint_clips
 from svd_dag.resources import (CatalogResource, MlflowResource, ModelStoreResource, StorageResource,
                                TrainingLauncherResource)
 
@@ -54,7 +57,7 @@ def hq_finetune_set(context: dg.AssetExecutionContext, config: HqSetConfig, stor
     version; all of it SQL in the catalog.
     """
     from svd_dag.curation.datasets import (MANIFEST_COLUMNS, DatasetPart, annotator_snapshot, publish_dataset,
-                                           weights_label)
+                                           record_decisions, weights_label)
     from svd_dag.curation.filtering import percentile_filter
 
     cat, store = catalog.catalog(), storage.store()
@@ -69,12 +72,14 @@ def hq_finetune_set(context: dg.AssetExecutionContext, config: HqSetConfig, stor
         report = {"parent_dataset_version": parent["dataset_version"], "thresholds": {"remove_fractions": fractions},
                   "cutoffs": result.cutoffs, "removed_by_criterion": result.removed, "unscored": result.unscored,
                   "total": result.total, "weights": weights_label(annotators), "annotators": annotators}
-        return result, report, publish_dataset(
+        published = publish_dataset(
             con, store, [DatasetPart("hq_finetune_set", f"SELECT {MANIFEST_COLUMNS} FROM annotations JOIN filter_outcome "
                                                         "USING (clip_id) WHERE kept ORDER BY clip_id")],
             version_inputs={"parent": parent["dataset_version"], "remove_fractions": fractions,
                             "annotators": annotators},
             report=report, folder="hq_finetune_set", total=result.total)
+        record_decisions(con, published.version)
+        return result, report, published
 
     result, report, published = cat.write(publish)
     kept = published.rows["hq_finetune_set"]
@@ -131,6 +136,8 @@ class TrainedCheckpoint:
     tracker: object
     dataset: dict
     parent: Optional[dict]
+    verdict: object = None  # lineage.datasheet.LineageVerdict
+    docs: Optional[dict] = None  # lineage_uri, datasheet_uri, datasheet (Markdown)
 
     @property
     def checkpoint_uri(self) -> str:
@@ -194,24 +201,54 @@ def train_checkpoint(context: dg.AssetExecutionContext, stage_key: str, config: 
     meta = {k: getattr(v, "value", v) for k, v in (result.metadata or {}).items()}
     model_id = tracker.log_checkpoint_model(run_id, run_name, meta["checkpoint_uri"], cfg.hyperparameters(),
                                             {"dataset_version": dataset["dataset_version"]})
+    if parent and parent.get("mlflow_model_id"):
+        tracker.log_parent_model(run_id, parent["mlflow_model_id"])
     if meta.get("samples_index"):
         tracker.log_store_files(run_id, store, _sample_files(store, meta["samples_index"]), "samples")
+    version = result.data_version.value if result.data_version else None
+    row = _checkpoint_row(context, asset_name, variant, key, meta, version, parent, dataset, config.profile, run_id,
+                          model_id)
+    row["clips_used_sha256"] = record_checkpoint_clips(cat, store, asset_name, row["variant"], version,
+                                                       meta["clips_used_uri"])
+    cat.upsert("checkpoints", pa.Table.from_pylist([row]), key=["asset", "variant", "data_version"])
+    verdict = judge(cat, asset_name, version, row["variant"], store)
+    docs = write_documents(store, meta["checkpoint_uri"], verdict)
+    tracker.log_json(run_id, verdict.report, "lineage.json")
+    tracker.client().log_text(run_id, docs["datasheet"], "DATASHEET.md")
     tracker.finish(run_id, {"final_loss": meta.get("final_loss"), "first_loss": meta.get("first_loss"),
                             "samples_seen": meta.get("samples_seen"), "wall_time_s": meta.get("wall_time_s"),
                             "sample_seconds_per_video": meta.get("sample_seconds_per_video")})
-    version = result.data_version.value if result.data_version else None
-    cat.upsert("checkpoints", pa.Table.from_pylist([{
+    return TrainedCheckpoint(asset_name, variant, meta, result, run_id, model_id, tracker, dataset, parent,
+                             verdict, docs)
+
+
+def _checkpoint_row(context, asset_name: str, variant: Optional[str], key: str, meta: dict, version: str,
+                    parent: Optional[dict], dataset: dict, profile: str, run_id: str, model_id: str) -> dict:
+    """The `checkpoints` row: weights -> dataset version, parent, code, runs."""
+    from svd_dag.lineage.code_record import code_columns
+
+    code = json.loads(meta["code"]) if meta.get("code") else {}
+    return {
         "asset": asset_name, "variant": variant or "", "state_key": key, "checkpoint_uri": meta["checkpoint_uri"],
         "data_version": version, "parent_asset": parent["asset"] if parent else None,
         "parent_checkpoint_uri": parent["checkpoint_uri"] if parent else None,
         "parent_data_version": parent["data_version"] if parent else None, "dataset_asset": dataset["asset"],
         "dataset_version": dataset["dataset_version"], "manifest_uri": dataset["manifest_uri"],
         "data_source": dataset["data_source"], "shard_index_uri": dataset.get("shard_index_uri"),
-        "profile": config.profile, "task": meta.get("task", "text"), "steps": int(meta["steps"]),
+        "profile": profile, "task": meta.get("task", "text"), "steps": int(meta["steps"]),
         "mlflow_run_id": run_id, "mlflow_model_id": model_id, "dagster_run_id": context.run_id,
         "created_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
-    }]), key=["asset", "variant", "data_version"])
-    return TrainedCheckpoint(asset_name, variant, meta, result, run_id, model_id, tracker, dataset, parent)
+        "code_record": meta.get("code"), **code_columns(code),
+        "clips_used_uri": meta.get("clips_used_uri"), "clips_used": meta.get("clips_used"),
+        "clips_skipped": meta.get("clips_skipped"), "clips_not_drawn": meta.get("clips_not_drawn"),
+        "weights": _weights_note(meta),
+    }
+
+
+def _weights_note(meta: dict) -> str:
+    return ("tiny profile: VAE fitted here on the data's frames, random-init text/image encoders; the "
+            "weights are real training, not SD's latent space" if meta.get("vae_weights") == "tiny-fitted" else
+            "random-init VAE/text/image encoders" if meta.get("vae_weights") == "random" else "pretrained VAE")
 
 
 SHARDED_DATASETS = ("lvd_f", "hq_finetune_set")
@@ -260,11 +297,8 @@ def sample_preview(store, meta: dict, limit: int = 2) -> dict:
 
 def checkpoint_metadata(trained: TrainedCheckpoint, profile: str, store=None) -> dict:
     meta = trained.meta
-    weights_note = ("tiny profile: VAE fitted here on the data's frames, random-init text/image encoders; the "
-                    "weights are real training, not SD's latent space" if meta.get("vae_weights") == "tiny-fitted" else
-                    "random-init VAE/text/image encoders" if meta.get("vae_weights") == "random" else "pretrained VAE")
     return {
-        **{k: v for k, v in (trained.result.metadata or {}).items() if k not in ("samples_index",)},
+        **{k: v for k, v in (trained.result.metadata or {}).items() if k not in ("samples_index", "code")},
         "checkpoint_uri": uri_metadata(meta["checkpoint_uri"]),
         "parent_checkpoint_uri": trained.parent["checkpoint_uri"] if trained.parent else "-",
         "dataset_manifest_uri": uri_metadata(trained.dataset["manifest_uri"]),
@@ -275,7 +309,11 @@ def checkpoint_metadata(trained: TrainedCheckpoint, profile: str, store=None) ->
         "profile": profile,
         "mlflow_run": trained.tracker.run_link(trained.run_id),
         "mlflow_model_id": trained.model_id,
-        "weights": weights_note,
+        "weights": _weights_note(meta),
+        "code": dg.MetadataValue.json(json.loads(meta["code"])) if meta.get("code") else "unknown",
+        **({"datasheet": dg.MetadataValue.md(trained.docs["datasheet"]),
+            "datasheet_uri": uri_metadata(trained.docs["datasheet_uri"]),
+            "lineage_uri": uri_metadata(trained.docs["lineage_uri"])} if trained.docs else {}),
         **(sample_preview(store, meta) if store is not None else {}),
     }
 
@@ -295,18 +333,21 @@ def _train_stage(context: dg.AssetExecutionContext, stage_key: str, config: Stag
         base = current_checkpoint(cat, context.asset_key.to_user_string())  # the row the first phase just wrote
         trained = train_checkpoint(context, "stage2_hires", config, dataset, base, storage, catalog, model_store,
                                    mlflow, launcher, variant="hires")
-        catalog.catalog().upsert("checkpoints", pa.Table.from_pylist([{
-            **current_checkpoint(cat, context.asset_key.to_user_string(), "hires"), "variant": ""}]),
-            key=["asset", "variant", "data_version"])
+        hires = current_checkpoint(cat, context.asset_key.to_user_string(), "hires")
+        record_checkpoint_clips(cat, storage.store(), hires["asset"], "", hires["data_version"], hires["clips_used_uri"])
+        cat.upsert("checkpoints", pa.Table.from_pylist([{**hires, "variant": ""}]),
+                   key=["asset", "variant", "data_version"])
     return dg.MaterializeResult(data_version=trained.result.data_version,
-                                metadata=checkpoint_metadata(trained, config.profile, storage.store()))
+                                metadata=checkpoint_metadata(trained, config.profile, storage.store()),
+                                check_results=lineage_check_results([trained]))
 
 
 def _stage_asset(name: str, stage_key: str, dataset_asset: str, parent, description: str):
-    deps = [dataset_asset] + ([parent] if parent is not None else [])
+    # clip_shards: training reads the shard index when clip_shards has run (data_source auto/shards).
+    deps = [dataset_asset, "clip_shards"] + ([parent] if parent is not None else [])
 
     @dg.asset(name=name, group_name=GROUP, deps=deps, code_version=TRAINING_CODE, pool="gpu", kinds={"pytorch", "mlflow"},
-              description=description)
+              description=description, check_specs=lineage_check_specs(name))
     def _asset(context: dg.AssetExecutionContext, config: StageConfig, storage: StorageResource,
                catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource,
                launcher: TrainingLauncherResource) -> dg.MaterializeResult:

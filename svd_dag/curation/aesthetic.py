@@ -35,6 +35,7 @@ class AestheticHead:
     kind: str  # "mlp_v2" | "linear"
     version: str
     embed_dim: int
+    sha256: str = ""  # the head file's, in full ("" for a random head)
 
 
 def _mlp_v2(dim: int):
@@ -93,7 +94,8 @@ def load_aesthetic_head(arch: str, store: ModelStore) -> AestheticHead:
             expected = CLIP_EMBED_DIMS[arch]
             if dim != expected:
                 raise ValueError(f"aesthetic head {path} takes {dim}-d embeddings but CLIP {arch} gives {expected}")
-            return AestheticHead(module, file, kind, f"{file}@sha256:{file_sha256(path)[:12]}", dim)
+            sha = file_sha256(path)
+            return AestheticHead(module, file, kind, f"{file}@sha256:{sha[:12]}", dim, sha)
     raise FileNotFoundError(f"no LAION aesthetic head for CLIP {arch}: looked for {', '.join(looked)}")
 
 

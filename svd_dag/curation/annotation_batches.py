@@ -142,18 +142,22 @@ def run_batches(cat: Catalog, table: str, version: str, batch_rows: int, log: Lo
     return run
 
 
-def record_version(cat: Catalog, annotator: str, model_version: str, weights: str, table: str) -> None:
-    """The annotator's current version (one row per annotator), and every version it ever had
+def record_version(cat: Catalog, annotator: str, model_version: str, weights: str, table: str,
+                   code_version: str | None = None, placement: str | None = None, weights_sha256: str = "") -> None:
+    """The annotator's current version (one row per annotator: model version, weights, the
+    asset's code version, where its rows were scored), and every version it ever had
     (`annotator_version_history`: a row per version, written when first seen, never rewritten)."""
     row = {"annotator": annotator, "table_name": table, "model_version": model_version, "weights": weights,
+           "code_version": code_version, "placement": placement, "weights_sha256": weights_sha256 or None,
            "updated_at": now()}
     cat.upsert("annotator_versions", pa.Table.from_pylist([row]), key=["annotator"])
     seen = "annotator_version_history" in cat.tables() and cat.scalar(
-        "SELECT count(*) FROM annotator_version_history WHERE annotator = ? AND model_version = ?",
-        [annotator, model_version])
+        "SELECT count(*) FROM annotator_version_history WHERE annotator = ? AND model_version = ? "
+        "AND code_version IS NOT DISTINCT FROM ? AND placement IS NOT DISTINCT FROM ?",
+        [annotator, model_version, code_version, placement])
     if not seen:
         cat.upsert("annotator_version_history", pa.Table.from_pylist([{**row, "first_seen": row["updated_at"]}]),
-                   key=["annotator", "model_version"])
+                   key=["annotator", "model_version", "code_version", "placement"])
 
 
 def table_version(cat: Catalog, table: str, model_version: str) -> tuple[str, int]:

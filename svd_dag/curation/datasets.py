@@ -36,8 +36,22 @@ VERSION_FORMAT = 3
 DATASET_VERSIONS_DDL = """
 CREATE TABLE IF NOT EXISTS dataset_versions (
     dataset_version VARCHAR, asset VARCHAR, manifest_uri VARCHAR, kept BIGINT, total BIGINT,
-    report VARCHAR, created_at TIMESTAMP)
+    report VARCHAR, created_at TIMESTAMP, manifest_sha256 VARCHAR)
 """
+# Which clips each version holds (train and eval parts alike): what `svd-dag lineage down`
+# answers from, with `filter_decisions` for the clips a version removed.
+DATASET_MEMBERS_DDL = """
+CREATE TABLE IF NOT EXISTS dataset_members (dataset_version VARCHAR, asset VARCHAR, clip_id VARCHAR, video_sha256 VARCHAR)
+"""
+# The annotators whose scores a version was filtered on, as they were then (the current
+# versions live in `annotator_versions`, one row per annotator, and move on).
+DATASET_ANNOTATORS_DDL = """
+CREATE TABLE IF NOT EXISTS dataset_annotators (
+    dataset_version VARCHAR, annotator VARCHAR, table_name VARCHAR, model_version VARCHAR, weights VARCHAR,
+    code_version VARCHAR, placement VARCHAR, weights_sha256 VARCHAR)
+"""
+SNAPSHOT_COLUMNS = ("annotator", "table_name", "model_version", "weights", "weights_sha256", "code_version",
+                    "placement")
 FILTER_DECISIONS_DDL = """
 CREATE TABLE IF NOT EXISTS filter_decisions (
     clip_id VARCHAR, criterion VARCHAR, value DOUBLE, cutoff DOUBLE, fraction DOUBLE, decision VARCHAR,
@@ -73,7 +87,7 @@ def annotator_snapshot(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     if "annotator_versions" not in table_names(con):
         return []
     cols = [r[0] for r in con.execute("DESCRIBE annotator_versions").fetchall()]
-    wanted = [c for c in ("annotator", "table_name", "model_version", "weights") if c in cols]
+    wanted = [c for c in SNAPSHOT_COLUMNS if c in cols]
     rows = con.execute(f"SELECT {', '.join(wanted)} FROM annotator_versions ORDER BY annotator").fetchall()
     return [dict(zip(wanted, r)) for r in rows]
 
@@ -122,7 +136,7 @@ def publish_dataset(con: duckdb.DuckDBPyConnection, store: Store, parts: list[Da
     con.execute(DATASET_VERSIONS_DDL)
     known = {r[0] for r in con.execute("SELECT dataset_version FROM dataset_versions WHERE dataset_version IN "
                                        "(SELECT unnest(?))", [[version + p.suffix for p in parts]]).fetchall()}
-    uris, reused = {}, True
+    uris, reused, file_hashes = {}, True, {}
     with tempfile.TemporaryDirectory(prefix="dataset-") as tmp:
         for part in parts:
             rel = f"{folder}/{version}/{part.file}"
@@ -134,6 +148,7 @@ def publish_dataset(con: duckdb.DuckDBPyConnection, store: Store, parts: list[Da
             meta = json.dumps(report, sort_keys=True, default=str).replace("'", "''")
             con.execute(f"""COPY (SELECT *, '{version + part.suffix}' AS dataset_version FROM "publish:{part.asset}")
                             TO '{local}' (FORMAT parquet, KV_METADATA {{'svd_dag.filter_report': '{meta}'}})""")
+            file_hashes[part.asset] = file_sha256(local)  # what `svd-dag lineage verify` re-hashes
             store.put_file_once(local, rel)
     # The report holds no clock time (that is in the catalog row), so a rerun writes the same bytes.
     report_uri = store.write_once(f"{folder}/{version}/filter_report.json",
@@ -144,15 +159,36 @@ def publish_dataset(con: duckdb.DuckDBPyConnection, store: Store, parts: list[Da
             replace_table_on(con, part.asset, f"""SELECT *, '{version + part.suffix}' AS dataset_version
                                                    FROM "publish:{part.asset}" """)
         if version + part.suffix not in known:
+            _record_members(con, part, version + part.suffix)
+            _record_annotators(con, report.get("annotators") or [], version + part.suffix)
             part_report = report if not part.suffix else {"parent": version, "dataset_version": version + part.suffix}
             upsert_on(con, "dataset_versions", pa.Table.from_pylist([{
                 "dataset_version": version + part.suffix, "asset": part.asset, "manifest_uri": uris[part.asset],
                 "kept": digests[part.asset][1], "total": total if not part.suffix else digests[part.asset][1],
-                "report": json.dumps(part_report, default=str), "created_at": created}]), key=["dataset_version"])
+                "report": json.dumps(part_report, default=str), "created_at": created,
+                "manifest_sha256": file_hashes.get(part.asset)}]), key=["dataset_version"])
         con.execute(f'DROP TABLE "publish:{part.asset}"')
     # Names the snapshot this transaction becomes, so the catalog can be read as of this version.
     con.execute(f"CALL {LAKE}.set_commit_message('svd-dag', '{commit_message(folder, version)}')")
     return PublishedVersion(version, uris, {a: d[1] for a, d in digests.items()}, report_uri, reused)
+
+
+def _record_members(con: duckdb.DuckDBPyConnection, part: DatasetPart, version: str) -> None:
+    cols = {r[0] for r in con.execute(f'DESCRIBE "publish:{part.asset}"').fetchall()}
+    if {"clip_id", "video_sha256"} <= cols:  # clip datasets (orbit renders have objects, not clips)
+        con.execute(DATASET_MEMBERS_DDL)
+        con.execute("DELETE FROM dataset_members WHERE dataset_version = ?", [version])
+        con.execute(f"""INSERT INTO dataset_members SELECT ?, ?, clip_id, video_sha256 FROM "publish:{part.asset}"
+                        ORDER BY video_sha256, clip_id""", [version, part.asset])
+
+
+def _record_annotators(con: duckdb.DuckDBPyConnection, annotators: list[dict[str, Any]], version: str) -> None:
+    if not annotators:
+        return
+    con.execute(DATASET_ANNOTATORS_DDL)
+    upsert_on(con, "dataset_annotators", pa.Table.from_pylist(
+        [{"dataset_version": version, **{c: a.get(c) for c in SNAPSHOT_COLUMNS}} for a in annotators]),
+        key=["dataset_version", "annotator"])
 
 
 def commit_message(folder: str, version: str) -> str:

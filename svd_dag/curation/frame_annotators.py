@@ -32,6 +32,7 @@ class Identity:
     annotator: str
     model_version: str
     weights: str  # "pretrained" | "random" | "n/a"
+    weights_sha256: str = ""  # JSON {weight file: full sha256} of the files it loads ("" when none)
 
 
 class Scorer(Protocol):
@@ -47,6 +48,24 @@ def _split(values, frames_per_clip: list[list]) -> list:
         out.append(values[start:start + len(frames)])
         start += len(frames)
     return out
+
+
+def weights_json(files: dict[str, str | None]) -> str:
+    """{name: full sha256} of the weight files (or folders) an annotator loads, as JSON; a value
+    that is already a sha256 is kept, a path is hashed (once per file version)."""
+    import os
+    import re
+
+    from svd_dag.curation.captioners import folder_sha256
+    from svd_dag.curation.clip_model import cached_file_sha256
+
+    out = {}
+    for name, value in files.items():
+        if not value:
+            continue
+        out[name] = value if re.fullmatch(r"[0-9a-f]{64}", value) else \
+            folder_sha256(value) if os.path.isdir(value) else cached_file_sha256(value)
+    return json.dumps(out, sort_keys=True) if out else ""
 
 
 def _flat(frames_per_clip: list[list[np.ndarray]]) -> list[np.ndarray]:
@@ -102,7 +121,13 @@ class CraftSpec:
     def identity(self) -> Identity:
         from svd_dag.curation.ocr import craft_version
 
-        return Identity("craft", craft_version(), "pretrained")
+        import os
+
+        from svd_dag.curation.clip_model import cached_file_sha256
+        from svd_dag.curation.ocr import DETECTOR_FILE, craft_weights_dir
+
+        sha = cached_file_sha256(os.path.join(craft_weights_dir(), DETECTOR_FILE))
+        return Identity("craft", craft_version(), "pretrained", weights_json({DETECTOR_FILE: sha}))
 
     def build(self) -> "CraftScorer":
         return CraftScorer(self)
@@ -141,7 +166,7 @@ class ClipSpec:
 
         path = self.models.find_weights("clip", self.arch) if self.models is not None else None
         weights, version = open_clip_version(self.arch, path, self.seed)
-        return Identity("open_clip", version, weights)
+        return Identity("open_clip", version, weights, weights_json({f"clip/{self.arch}": path}))
 
     def embed_dim(self) -> int:
         from svd_dag.curation.compat import import_open_clip
@@ -194,7 +219,8 @@ class CaptionSpec:
         version = "+".join(f"{c.name}={c.version}" for c in ready) + "@" + \
             json_digest([getattr(c, "params", None) for c in ready])[:8]
         weights = "random" if any(c.weights == "random" for c in ready) else "pretrained"
-        return Identity("captioners", version, weights)
+        files = {c.name: getattr(c, "path", None) or getattr(c, "folder", None) for c in ready}
+        return Identity("captioners", version, weights, weights_json(files))
 
     def build(self) -> "CaptionScorer":
         return CaptionScorer(self)

@@ -140,10 +140,29 @@ class ShardTask:
     raw_options: dict = dataclasses.field(default_factory=dict)
 
 
+def _changed_since_inventory(store: Store, clip: dict[str, Any]) -> str | None:
+    """Why the raw video no longer holds the bytes its clips were cut from, or None (the task's
+    clips share one video: hashed once per task)."""
+    from svd_dag.storage import sha256_of
+
+    uri, want = clip["video_uri"], clip.get("video_sha256")
+    if not want:
+        return None
+    if not store.exists(uri):
+        return f"{uri}: raw video is gone (the clips were cut from sha256 {want})"
+    found = sha256_of(store, uri)
+    return None if found == want else (f"{uri}: raw video changed since it was inventoried: sha256 is now {found}, "
+                                        f"the clips were cut from {want}; re-run raw_videos and clips")
+
+
 def transcode_task(task: ShardTask) -> list[tuple[EncodedClip | None, str | None]]:
     """(encoded clip, None) or (None, reason naming the video and frames), per clip: one bad
-    clip never loses the others."""
+    clip never loses the others. A video whose bytes changed since it was inventoried is not
+    encoded (its shards would hold other frames than the lineage names)."""
     store = Store(task.raw_root, task.raw_options)
+    changed = _changed_since_inventory(store, task.clips[0]) if task.clips else None
+    if changed:
+        return [(None, f"{clip_ref(clip)}: not transcoded: {changed}") for clip in task.clips]
     results = []
     for clip in task.clips:
         try:

@@ -3,6 +3,7 @@
 from svd_dag.resources.catalog import CatalogResource
 from svd_dag.resources.executor import VideoExecutorResource
 from svd_dag.resources.launcher import TrainingLauncherResource
+from svd_dag.resources.lineage import OpenLineageResource
 from svd_dag.resources.models import ModelStoreResource
 from svd_dag.resources.storage import StorageResource
 from svd_dag.resources.tracking import MlflowResource
@@ -11,6 +12,7 @@ __all__ = [
     "CatalogResource",
     "MlflowResource",
     "ModelStoreResource",
+    "OpenLineageResource",
     "StorageResource",
     "TrainingLauncherResource",
     "VideoExecutorResource",

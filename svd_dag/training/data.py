@@ -7,7 +7,10 @@ Any other row is decoded by reference from its raw video.
 Each item is `num_frames` frames sampled at `target_fps` from a random offset inside the
 clip, resized and centre-cropped to the stage's resolution, in [-1, 1], with the clip's
 fps (effective, after striding), motion score and caption. A clip that fails to decode
-yields None; `collate` drops it and the trainer counts it: never fatal.
+yields a skip marker; `collate` drops it and the trainer records it (`clip_usage`): never
+fatal. A raw video that no longer holds the bytes the manifest names (deleted, or replaced
+in place) is fatal: training on other bytes than the dataset version recorded would make
+its lineage false.
 """
 
 from __future__ import annotations
@@ -24,10 +27,14 @@ import torch
 
 from svd_dag.curation.media import VideoError, read_frames
 from svd_dag.curation.shards import read_clip_frames
-from svd_dag.storage import Store
+from svd_dag.storage import Store, sha256_of
 from svd_dag.training.clip_reader import effective_fps, frame_indices, resize_center_crop
 
 log = logging.getLogger(__name__)
+
+
+class RawVideoChangedError(RuntimeError):
+    """A by-reference read found other bytes (or no file) where the manifest names a raw video."""
 
 
 def read_manifest(uri: str, storage_options: dict | None = None) -> list[dict[str, Any]]:
@@ -38,7 +45,12 @@ def read_manifest(uri: str, storage_options: dict | None = None) -> list[dict[st
 class ClipDataset(torch.utils.data.Dataset):
     def __init__(self, rows: list[dict[str, Any]], num_frames: int, target_fps: float, height: int, width: int,
                  raw_options: dict | None = None, seed: int = 0, shard_options: dict | None = None):
+        self.all_rows = rows
         self.rows = [r for r in rows if r["end_frame"] - r["start_frame"] >= num_frames]
+        # Refused up front, with the reason recorded in clips_used.parquet.
+        self.excluded = {r["clip_id"]: f"too short: {r['end_frame'] - r['start_frame']} frames, {num_frames} needed"
+                         for r in rows if r["end_frame"] - r["start_frame"] < num_frames}
+        self._verified: dict[str, str] = {}  # raw video uri -> sha256 read from it (once per process)
         self.num_frames, self.target_fps = num_frames, target_fps
         self.height, self.width = height, width
         self.raw_options = raw_options or {}
@@ -55,17 +67,35 @@ class ClipDataset(torch.utils.data.Dataset):
             self._stores[root] = Store(root, options)
         return self._stores[root]
 
-    def _frames(self, row: dict[str, Any], offset: int) -> tuple[np.ndarray, list[int]] | None:
+    def verify_reference(self, row: dict[str, Any]) -> None:
+        """The raw video still holds the bytes the manifest names (hashed once per process)."""
+        uri, want = row["video_uri"], row.get("video_sha256")
+        if not want:
+            return
+        if uri not in self._verified:
+            store = self._store(uri, self.raw_options)
+            if not store.exists(uri):
+                raise RawVideoChangedError(f"{uri}: raw video of clip {row['clip_id']} is gone; the dataset version "
+                                           f"names sha256 {want}")
+            self._verified[uri] = sha256_of(store, uri)
+        if self._verified[uri] != want:
+            raise RawVideoChangedError(f"{uri}: raw video changed since it was inventoried: sha256 is now "
+                                       f"{self._verified[uri]}, the dataset version names {want} (clip {row['clip_id']}); "
+                                       "re-run raw_videos and the curation before training on it")
+
+    def _frames(self, row: dict[str, Any], offset: int) -> tuple[np.ndarray, list[int]] | str:
+        """(frames, indices), or the reason the clip was skipped."""
         try:
             idx = frame_indices(row["start_frame"], row["end_frame"], row["fps"], self.num_frames, self.target_fps,
                                 offset=offset)
             if row.get("shard_uri"):
                 frames = read_clip_frames(self._store(row["shard_uri"], self.shard_options), row, idx)
             else:
+                self.verify_reference(row)
                 frames = read_frames(self._store(row["video_uri"], self.raw_options), row["video_uri"], idx, row["fps"])
         except (VideoError, ValueError) as e:
             log.warning("skipping clip %s: %s", row["clip_id"], e)
-            return None
+            return f"decode failed: {e}"
         return np.stack([resize_center_crop(f, self.height, self.width) for f in frames]), idx  # F, H, W, 3
 
     def reference(self, i: int) -> tuple[str, np.ndarray, float | None, str] | None:
@@ -73,13 +103,13 @@ class ClipDataset(torch.utils.data.Dataset):
         fixed sample inputs."""
         row = sorted(self.rows, key=lambda r: r["clip_id"])[i]
         got = self._frames(row, 0)
-        return None if got is None else (row["clip_id"], got[0], None, row.get("caption") or "")
+        return None if isinstance(got, str) else (row["clip_id"], got[0], None, row.get("caption") or "")
 
     def __getitem__(self, i: int) -> dict[str, Any] | None:
         row = self.rows[i]
         got = self._frames(row, self.rng.randrange(0, row["end_frame"] - row["start_frame"]))
-        if got is None:
-            return None
+        if isinstance(got, str):
+            return {"skip": got, "clip_id": row["clip_id"]}
         arr, idx = got
         pixels = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         return {
@@ -104,6 +134,8 @@ def orbit_view_indices(views: int, num_frames: int) -> list[int]:
 class OrbitDataset(torch.utils.data.Dataset):
     """Objects of an orbit-render folder (svd_dag.training.orbits): `num_frames` views spread
     evenly over each orbit, resized/cropped like clips, with the orbit's camera elevation."""
+
+    excluded: dict[str, str] = {}
 
     def __init__(self, orbits_uri: str, num_frames: int, height: int, width: int, options: dict | None = None,
                  exclude: list[str] | None = None):
@@ -140,7 +172,7 @@ class OrbitDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any] | None:
         got = self._views(i)
         if got is None:
-            return None
+            return {"skip": "unreadable orbit or too few views", "clip_id": os.path.basename(self.objects[i].rstrip("/"))}
         orbit, arr = got
         return {
             "pixels": torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0,
@@ -152,9 +184,10 @@ class OrbitDataset(torch.utils.data.Dataset):
         }
 
 
-def collate(items: list[dict[str, Any] | None]) -> dict[str, Any]:
-    kept = [it for it in items if it is not None]
-    out: dict[str, Any] = {"skipped": len(items) - len(kept), "size": len(kept)}
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    kept = [it for it in items if "skip" not in it]
+    out: dict[str, Any] = {"skipped": len(items) - len(kept), "size": len(kept),
+                           "skipped_items": [(it["clip_id"], it["skip"]) for it in items if "skip" in it]}
     if kept:
         out["pixels"] = torch.stack([it["pixels"] for it in kept])  # B, F, 3, H, W
         for key in ("fps", "motion_score", "caption", "clip_id", "elevation_deg"):

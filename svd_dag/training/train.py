@@ -59,13 +59,9 @@ def loss_summary(losses: list[float]) -> dict[str, float | None]:
 
 
 def _weights_digest(folder: str) -> str:
-    h = hashlib.sha256()
-    for path in sorted(glob.glob(os.path.join(folder, "**", "*.safetensors"), recursive=True)):
-        h.update(os.path.relpath(path, folder).encode())
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(8 * 2**20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
+    from svd_dag.storage import Store, tree_digest
+
+    return tree_digest(Store(folder), folder, ".safetensors")[:16]
 
 
 def _build_unet(cfg: TrainConfig, latent_channels: int, text_width: int, store=None):
@@ -161,6 +157,7 @@ def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
     from svd_dag.model_store import ModelStore
     from svd_dag.training import conditioning, edm
     from svd_dag.training.components import build_vae, encode_frames, load_text_encoder
+    from svd_dag.training.clip_usage import ClipUsage
     from svd_dag.training.data import collate
 
     main = accelerator.is_main_process
@@ -217,10 +214,12 @@ def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
             frozen.model.to(accelerator.device)
 
     step, resumed_from = 0, None
+    usage = ClipUsage()
     found = latest_state(cfg.state_dir)
     if found:
         step, path = found
         accelerator.load_state(path)
+        usage = ClipUsage.load(os.path.join(path, f"usage-{accelerator.process_index}"))
         resumed_from = step
         say(f"resumed from {path} (step {step})")
     mlf = _Mlflow(cfg) if main else None
@@ -236,6 +235,7 @@ def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
             batches = iter(loader)
             continue
         skipped += batch["skipped"]
+        usage.add_batch(batch)
         if not batch["size"]:
             continue
         pixels = batch["pixels"].to(accelerator.device)  # B, F, 3, H, W
@@ -287,11 +287,16 @@ def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             path = os.path.join(cfg.state_dir, f"{STATE_PREFIX}{step}")
             accelerator.save_state(path)
+            os.makedirs(os.path.join(path, f"usage-{accelerator.process_index}"), exist_ok=True)
+            usage.save(os.path.join(path, f"usage-{accelerator.process_index}"))
             accelerator.wait_for_everyone()
             if main:
                 open(os.path.join(path, ".complete"), "w").close()
                 _prune_states(cfg.state_dir)
     accelerator.wait_for_everyone()
+    from accelerate.utils import gather_object
+
+    usage_states = gather_object([usage.state()])  # every process's draws: rank 0 writes them all
     if mlf:
         mlf.flush()
     result: dict[str, Any] = {}
@@ -299,7 +304,8 @@ def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
         frozen_info = {**vae_fit, **({"image_encoder": encoder.version, "image_encoder_weights": encoder.weights} if encoder is not None
                        else {"text_encoder": text.version, "text_weights": text.weights})}
         result = _save_final(cfg, accelerator.unwrap_model(unet), ema, trainable, vae, vae_weights, encoder, lora,
-                             {**init_info, **frozen_info}, parent_meta, dataset, say)
+                             {**init_info, **frozen_info}, parent_meta, dataset, say,
+                             ClipUsage().merge(usage_states))
         result.update(steps=step, resumed_from=resumed_from, skipped_clips=skipped, samples_seen=samples,
                       wall_time_s=round(time.time() - started, 2),
                       **loss_summary(losses))
@@ -307,17 +313,21 @@ def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
 
 
 def _save_final(cfg: TrainConfig, unet, ema, trainable, vae, vae_weights: str, encoder, lora, info: dict,
-                parent_meta: dict, dataset, say) -> dict[str, Any]:
+                parent_meta: dict, dataset, say, usage) -> dict[str, Any]:
     """Write the final weights to `cfg.output_uri`.
 
     Text stages: unet/ (raw), unet_ema/, vae/. Image fine-tunes: a diffusers pipeline layout with
     unet/ = EMA weights (what a user samples with), unet_raw/, vae/, image_encoder/,
     feature_extractor/, scheduler/; the I2V one also gets model_index.json so that
     `StableVideoDiffusionPipeline.from_pretrained` loads it. Camera LoRAs: the adapter only.
+    Every layout also holds `clips_used.parquet` (what it trained on) and, in
+    `svd_dag_training.json`, the code that trained it.
     """
     import copy
 
+    from svd_dag.lineage.code_record import code_record
     from svd_dag.storage import Store
+    from svd_dag.training import clip_usage
 
     with tempfile.TemporaryDirectory(dir=cfg.state_dir) as tmp:
         layout: dict[str, Any] = {}
@@ -337,15 +347,22 @@ def _save_final(cfg: TrainConfig, unet, ema, trainable, vae, vae_weights: str, e
             else:
                 layout = _save_image_model(cfg, tmp, unet, ema_unet, vae, encoder)
         digest = _weights_digest(tmp)
+        used = clip_usage.usage_rows(getattr(dataset, "all_rows", None) or _item_rows(dataset), usage,
+                                     dataset.excluded)
+        clip_usage.write_usage(tmp, used)
+        code = code_record()
         meta = {"config": json.loads(cfg.to_json()), "vae_weights": vae_weights, "init": info, "layout": layout,
-                "weights_digest": digest, "task": cfg.task, "parent": parent_meta.get("weights_digest")}
+                "weights_digest": digest, "task": cfg.task, "parent": parent_meta.get("weights_digest"),
+                "code": code, "clips": clip_usage.summary(used)}
         with open(os.path.join(tmp, "svd_dag_training.json"), "w") as fh:
             json.dump(meta, fh, indent=2)
         renders = cfg.sample_count and (encoder is not None or (cfg.stage == "video" and not lora))
         rendered = _render_samples(cfg, tmp, dataset, say) if renders else []
         root, rel = cfg.output_uri.rsplit("/", 1)
         uri = _publish_once(Store(root, cfg.storage_options), tmp, rel, digest)
-    out = {"checkpoint_uri": uri, "data_version": digest, "vae_weights": vae_weights, "task": cfg.task, **info}
+    out = {"checkpoint_uri": uri, "data_version": digest, "vae_weights": vae_weights, "task": cfg.task, **info,
+           "code": json.dumps(code, sort_keys=True), "clips_used_uri": f"{uri}/{clip_usage.FILE}",
+           **clip_usage.summary(used)}
     if rendered:
         out.update(samples_index=f"{uri}/samples/samples.json", sample_videos=len(rendered),
                    sample_seconds_per_video=round(sum(r.seconds for r in rendered) / len(rendered), 3))
@@ -433,7 +450,7 @@ def _fit_vae(cfg: TrainConfig, vae, accelerator) -> dict[str, Any]:
     from svd_dag.training.components import fit_tiny_vae
 
     dataset = _dataset(dataclasses.replace(cfg, num_frames=VAE_FIT_FRAMES))
-    clips = [item["pixels"] for item in (dataset[i] for i in range(min(len(dataset), 16))) if item is not None]
+    clips = [item["pixels"] for item in (dataset[i] for i in range(min(len(dataset), 16))) if "skip" not in item]
     if not clips:
         raise ValueError(f"{cfg.manifest_uri}: no clip of {VAE_FIT_FRAMES} frames decodes, cannot fit the tiny VAE")
     report = fit_tiny_vae(vae, torch.stack(clips), steps=cfg.vae_fit_steps, seed=cfg.seed)
@@ -472,6 +489,11 @@ def _image_encoder(cfg: TrainConfig, unet, store):
         raise ValueError(f"image encoder projects to {encoder.model.config.projection_dim} but the UNet attends to "
                          f"{unet.config.cross_attention_dim}-d tokens")
     return encoder
+
+
+def _item_rows(dataset) -> list[dict[str, Any]]:
+    """The items a dataset without manifest rows (orbits) may draw, as usage rows."""
+    return [{"clip_id": os.path.basename(u.rstrip("/"))} for u in getattr(dataset, "objects", [])]
 
 
 def _dataset(cfg: TrainConfig):
