@@ -27,7 +27,7 @@ def _link_lines(link: dict[str, Any]) -> list[str]:
              f"  - trained on: {link['dataset_asset']} {link['dataset_version']} ({link.get('data_source') or '?'})",
              f"  - parent: {link['parent'] or 'none (first stage)'}",
              f"  - profile {link.get('profile')}, task {link.get('task')}, {link.get('steps')} steps, "
-             f"created {link.get('created_at')}"]
+             f"created {link.get('created_at')}; weights: {link.get('weights') or 'not recorded'}"]
     if counts:
         lines.append(f"  - clips: {counts.get('clips_used')} used, {counts.get('clips_skipped')} skipped, "
                      f"{counts.get('clips_not_drawn')} not drawn ({link.get('clips_used_uri')})")
@@ -145,7 +145,24 @@ def datasheet(report: dict[str, Any], leaks: dict[str, Any]) -> str:
     leak = ("no clip (or held-out video) of the evaluation splits " + ", ".join(leaks["eval_versions"])
             + " is among the clips it or its ancestors trained on") if leaks["passed"] else \
         f"{leaks['leak_count']} evaluation clips are among its training clips: {_kv(leaks['leaks'][:5])}"
+    data = report["datasets"].get(top["dataset_version"]) or {}
+    random_annotators = sorted({a["annotator"] for ds in report["datasets"].values() if ds
+                                for a in ds.get("annotators") or [] if a.get("random_weights")})
+    counts = top.get("clip_counts") or {}
+    summary = [
+        f"- what: `{top['asset']}`{' [' + top['variant'] + ']' if top['variant'] else ''}, task {top.get('task')}, "
+        f"profile {top.get('profile')}, {top.get('steps')} steps; load it from {top['checkpoint_uri']}",
+        f"- weights: {top.get('weights') or 'not recorded'}",
+        f"- trained on: {data.get('asset', top['dataset_asset'])} {top['dataset_version']} "
+        f"({data.get('kept', '?')} clips in the version; {counts.get('clips_used', '?')} used, "
+        f"{counts.get('clips_skipped', '?')} skipped, {counts.get('clips_not_drawn', '?')} not drawn), "
+        f"through {len(report['chain']) - 1} parent checkpoint(s)",
+        "- curation scores from random-init annotators (their filter decisions are not meaningful): "
+        + (", ".join(random_annotators) if random_annotators else "none"),
+        f"- lineage: {'complete' if not report['missing'] else 'INCOMPLETE: ' + '; '.join(report['missing'][:5])}",
+    ]
     return (f"# Datasheet: {top['asset']}@{top['data_version']}\n\n"
             f"Generated at training time by svd-dag; `svd-dag lineage up {top['asset']}@{top['data_version']}` "
             "gives the live view (evaluations and registry aliases that came later).\n\n"
+            "## Summary\n" + "\n".join(summary) + "\n\n"
             f"## Evaluation leak check\n- {'PASSED' if leaks['passed'] else 'FAILED'}: {leak}\n" + body)
