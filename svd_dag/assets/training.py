@@ -29,6 +29,9 @@ from svd_dag.resources import (CatalogResource, MlflowResource, ModelStoreResour
                                TrainingLauncherResource)
 
 GROUP = "training"
+# Bump when what a saved training state holds changes meaning (its key would then point at
+# states the code cannot resume).
+STATE_FORMAT = 1
 TRAINING_CODE = source_version("training/train.py", "training/edm.py", "training/unets.py", "training/conditioning.py",
                                "training/data.py", "training/clip_reader.py", "training/components.py",
                                "training/config.py", "training/conditioning_frames.py", "training/finetune_models.py",
@@ -107,7 +110,9 @@ def current_checkpoint(cat: Catalog, asset: str, variant: str = "") -> dict:
 class StageConfig(dg.Config):
     profile: str = Field(default="tiny", description="tiny (CPU, minutes) | full (the paper's configuration, GPUs)")
     steps: Optional[int] = Field(default=None, description="override the profile's step count")
-    batch_size: Optional[int] = None
+    batch_size: Optional[int] = Field(default=None, description="micro-batch per process (per GPU)")
+    global_batch: Optional[int] = Field(default=None, description="samples per optimizer step = micro-batch x "
+                                                                   "processes x gradient accumulation (derived)")
     learning_rate: Optional[float] = None
     checkpoint_every: Optional[int] = None
     seed: int = 0
@@ -118,7 +123,8 @@ class StageConfig(dg.Config):
                                                          "run, else by reference into the raw videos | reference | shards")
 
     def overrides(self) -> dict:
-        return {k: v for k, v in {"steps": self.steps, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
+        return {k: v for k, v in {"steps": self.steps, "batch_size": self.batch_size, "global_batch": self.global_batch,
+                                  "learning_rate": self.learning_rate,
                                   "checkpoint_every": self.checkpoint_every, "seed": self.seed,
                                   "vae_fit_steps": self.vae_fit_steps}.items() if v is not None}
 
@@ -163,8 +169,10 @@ def train_checkpoint(context: dg.AssetExecutionContext, stage_key: str, config: 
     preset = {**STAGE_PRESETS[stage_key][config.profile], **config.overrides(), **(extra or {})}
     probe = TrainConfig(profile=config.profile, manifest_uri="", output_uri="", state_dir="", **preset).validate()
     # Same inputs + same hyperparameters -> same state folder: a killed run resumes on re-materialization.
+    # The key names what changes the training, not the source files: an edit (a comment) must
+    # not restart a long run from step 0. The code is recorded with the result (code_record).
     inputs = [stage_key, variant, probe.digest(), dataset["dataset_version"], parent["data_version"] if parent else None,
-              TRAINING_CODE]
+              STATE_FORMAT]
     if dataset["data_source"] == "shards":  # re-encoded, downscaled frames are other training data
         inputs.append(dataset["encode_key"])
     key = hashlib.sha256(json.dumps(inputs).encode()).hexdigest()[:12]
@@ -178,10 +186,11 @@ def train_checkpoint(context: dg.AssetExecutionContext, stage_key: str, config: 
         init_from=parent["checkpoint_uri"] if parent else None,
         models_uri=model_store.uri, storage_options=storage.options(), raw_options={},
         mlflow_tracking_uri=mlflow.tracking_uri, **preset,
-    ).validate()
+    ).validate().with_processes(launcher.num_processes * launcher.num_machines)
     tracker = mlflow.tracker()
     run_id = tracker.start_run(
         run_name=f"{run_name}-{key}", params={**cfg.hyperparameters(), "init_from": cfg.init_from or "",
+                                             "processes": launcher.num_processes * launcher.num_machines,
                                              "dataset_version": dataset["dataset_version"],
                                              "data_source": dataset["data_source"]},
         tags={"dagster.run_id": context.run_id, "dagster.asset": asset_name, "svd_dag.state_key": key,

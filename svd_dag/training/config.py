@@ -29,8 +29,12 @@ class TrainConfig:
     output_uri: str  # final weights (storage: local folder or s3://)
     state_dir: str  # resumable accelerate state (local disk)
     init_from: str | None = None  # parent checkpoint folder (diffusers layout) or None
-    steps: int = 20
-    batch_size: int = 2
+    steps: int = 20  # optimizer steps
+    batch_size: int = 2  # micro-batch: samples per process per forward pass
+    # The batch one optimizer step sees: batch_size x processes x gradient_accumulation
+    # (`with_processes` derives the accumulation). 0: batch_size x processes, no accumulation.
+    global_batch: int = 0
+    gradient_accumulation: int = 1
     learning_rate: float = 1e-4
     warmup_steps: int = 0
     grad_clip: float = 1.0
@@ -85,7 +89,7 @@ class TrainConfig:
             raise ValueError("the image stage trains on single frames: num_frames must be 1")
         if self.stage == "video" and self.num_frames < 2:
             raise ValueError("a video stage needs num_frames >= 2")
-        for name in ("steps", "batch_size", "checkpoint_every", "height", "width"):
+        for name in ("steps", "batch_size", "checkpoint_every", "height", "width", "gradient_accumulation"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.height % 8 or self.width % 8:
@@ -111,6 +115,13 @@ class TrainConfig:
             raise ValueError(f"mixed_precision must be no|fp16|bf16, got {self.mixed_precision!r}")
         return self
 
+    def with_processes(self, processes: int) -> "TrainConfig":
+        """The config for a launch of `processes` training processes (all machines): the
+        micro-batch (capped at global_batch / processes) and the gradient accumulation that
+        make one optimizer step see exactly `global_batch` samples."""
+        micro, accumulation = resolve_batch(self.global_batch, self.batch_size, processes)
+        return dataclasses.replace(self, batch_size=micro, gradient_accumulation=accumulation)
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
@@ -128,24 +139,40 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(self.hyperparameters(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-# Per-stage presets: (tiny, full). Only what differs from the dataclass defaults.
+def resolve_batch(global_batch: int, micro_batch: int, processes: int) -> tuple[int, int]:
+    """(micro-batch, gradient accumulation) with micro x processes x accumulation = global_batch."""
+    if processes < 1 or micro_batch < 1:
+        raise ValueError(f"processes and batch_size must be >= 1, got {processes} and {micro_batch}")
+    if not global_batch:
+        return micro_batch, 1
+    micro = min(micro_batch, global_batch // processes)
+    if micro < 1 or global_batch % (micro * processes):
+        raise ValueError(f"a global batch of {global_batch} cannot be split over {processes} processes with micro-batches "
+                         f"of at most {micro_batch}: use a process count that divides {global_batch} "
+                         f"(micro-batch x processes x accumulation = global batch)")
+    return micro, global_batch // (micro * processes)
+
+
+# Per-stage presets: (tiny, full). Only what differs from the dataclass defaults. Full profile:
+# `global_batch` is the paper's (SPEC section 3); `batch_size` is the per-GPU micro-batch, chosen
+# to fit one 80 GB GPU in bf16 with gradient checkpointing (not yet measured: no GPU here).
 STAGE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "stage1": {
         "tiny": dict(stage="image", num_frames=1, steps=12, batch_size=4, time_embedding_only_steps=4, checkpoint_every=6,
                      vae_fit_steps=120),
-        "full": dict(stage="image", num_frames=1, height=256, width=384, steps=31_000, batch_size=256,
+        "full": dict(stage="image", num_frames=1, height=256, width=384, steps=31_000, global_batch=256, batch_size=32,
                      time_embedding_only_steps=1_000, checkpoint_every=1_000, text_arch="ViT-H-14", mixed_precision="bf16",
                      gradient_checkpointing=True),
     },
     "stage2": {
         "tiny": dict(stage="video", num_frames=4, steps=10, batch_size=2, checkpoint_every=5, sample_steps=4),
-        "full": dict(stage="video", num_frames=14, height=256, width=384, steps=150_000, batch_size=1536,
+        "full": dict(stage="video", num_frames=14, height=256, width=384, steps=150_000, global_batch=1536, batch_size=8,
                      checkpoint_every=1_000, text_arch="ViT-H-14", mixed_precision="bf16", gradient_checkpointing=True),
     },
     "stage3": {
         "tiny": dict(stage="video", num_frames=4, steps=10, batch_size=2, checkpoint_every=5, p_mean=0.5, p_std=1.4,
                      learning_rate=3e-5, sample_steps=4),
-        "full": dict(stage="video", num_frames=14, height=576, width=1024, steps=50_000, batch_size=768,
+        "full": dict(stage="video", num_frames=14, height=576, width=1024, steps=50_000, global_batch=768, batch_size=1,
                      learning_rate=3e-5, p_mean=0.5, p_std=1.4, checkpoint_every=1_000, text_arch="ViT-H-14",
                      mixed_precision="bf16", gradient_checkpointing=True),
     },
@@ -153,7 +180,7 @@ STAGE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "stage2_hires": {
         "tiny": dict(stage="video", num_frames=4, height=40, width=72, steps=6, batch_size=2, checkpoint_every=3,
                      p_mean=0.0, p_std=1.0, sample_steps=4),
-        "full": dict(stage="video", num_frames=14, height=320, width=576, steps=100_000, batch_size=768,
+        "full": dict(stage="video", num_frames=14, height=320, width=576, steps=100_000, global_batch=768, batch_size=4,
                      p_mean=0.0, p_std=1.0, checkpoint_every=1_000, text_arch="ViT-H-14", mixed_precision="bf16",
                      gradient_checkpointing=True),
     },
@@ -162,7 +189,7 @@ STAGE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "ablation": {
         "tiny": dict(stage="video", num_frames=4, steps=8, batch_size=2, checkpoint_every=8, sample_steps=4,
                      sample_count=3, learning_rate=3e-4),
-        "full": dict(stage="video", num_frames=14, height=256, width=384, steps=10_000, batch_size=256,
+        "full": dict(stage="video", num_frames=14, height=256, width=384, steps=10_000, global_batch=256, batch_size=8,
                      checkpoint_every=1_000, sample_count=64, text_arch="ViT-H-14", mixed_precision="bf16",
                      gradient_checkpointing=True),
     },
@@ -170,14 +197,14 @@ STAGE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "i2v": {
         "tiny": dict(sample_steps=4, stage="video", task="i2v", num_frames=4, steps=10, batch_size=2, checkpoint_every=5,
                      p_mean=0.7, p_std=1.6, learning_rate=3e-4),
-        "full": dict(stage="video", task="i2v", num_frames=14, height=320, width=576, steps=50_000, batch_size=768,
+        "full": dict(stage="video", task="i2v", num_frames=14, height=320, width=576, steps=50_000, global_batch=768, batch_size=4,
                      learning_rate=3e-5, p_mean=0.7, p_std=1.6, checkpoint_every=1_000, text_arch="ViT-H-14",
                      image_encoder="store", mixed_precision="bf16", gradient_checkpointing=True),
     },
     "i2v25": {
         "tiny": dict(sample_steps=4, stage="video", task="i2v", num_frames=6, steps=10, batch_size=2, checkpoint_every=5,
                      p_mean=1.0, p_std=1.6, learning_rate=3e-4),
-        "full": dict(stage="video", task="i2v", num_frames=25, height=576, width=1024, steps=50_000, batch_size=768,
+        "full": dict(stage="video", task="i2v", num_frames=25, height=576, width=1024, steps=50_000, global_batch=768, batch_size=1,
                      learning_rate=3e-5, p_mean=1.0, p_std=1.6, checkpoint_every=1_000, text_arch="ViT-H-14",
                      image_encoder="store", mixed_precision="bf16", gradient_checkpointing=True),
     },
@@ -185,13 +212,13 @@ STAGE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "tiny": dict(sample_steps=4, stage="video", task="interpolation", num_frames=5, steps=10, batch_size=2, checkpoint_every=5,
                      p_mean=1.0, p_std=1.2, learning_rate=1e-3),
         "full": dict(stage="video", task="interpolation", num_frames=5, height=576, width=1024, steps=10_000,
-                     batch_size=256, learning_rate=1e-4, p_mean=1.0, p_std=1.2, checkpoint_every=1_000,
+                     global_batch=256, batch_size=2, learning_rate=1e-4, p_mean=1.0, p_std=1.2, checkpoint_every=1_000,
                      text_arch="ViT-H-14", image_encoder="store", mixed_precision="bf16", gradient_checkpointing=True),
     },
     "multiview": {
         "tiny": dict(sample_steps=4, stage="video", task="multiview", num_frames=6, height=32, width=32, steps=10, batch_size=2,
                      checkpoint_every=5, p_mean=0.7, p_std=1.6, learning_rate=3e-4),
-        "full": dict(stage="video", task="multiview", num_frames=21, height=576, width=576, steps=12_000, batch_size=16,
+        "full": dict(stage="video", task="multiview", num_frames=21, height=576, width=576, steps=12_000, global_batch=16, batch_size=1,
                      learning_rate=1e-5, p_mean=0.7, p_std=1.6, checkpoint_every=1_000, text_arch="ViT-H-14",
                      image_encoder="store", mixed_precision="bf16", gradient_checkpointing=True),
     },
@@ -199,7 +226,7 @@ STAGE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "tiny": dict(sample_steps=4, stage="video", task="i2v", lora_rank=16, num_frames=4, steps=6, batch_size=2, checkpoint_every=3,
                      p_mean=0.7, p_std=1.6, learning_rate=1e-3),
         "full": dict(stage="video", task="i2v", lora_rank=16, num_frames=14, height=320, width=576, steps=5_000,
-                     batch_size=64, learning_rate=1e-4, p_mean=0.7, p_std=1.6, checkpoint_every=500,
+                     global_batch=64, batch_size=4, learning_rate=1e-4, p_mean=0.7, p_std=1.6, checkpoint_every=500,
                      text_arch="ViT-H-14", image_encoder="store", mixed_precision="bf16", gradient_checkpointing=True),
     },
 }

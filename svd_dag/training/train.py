@@ -225,6 +225,7 @@ def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
     mlf = _Mlflow(cfg) if main else None
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + step * 7919 + accelerator.process_index)
     losses: list[float] = []
+    micro_losses: list[torch.Tensor] = []
     skipped = samples = 0
     started = time.time()
     batches = iter(loader)
@@ -274,10 +275,14 @@ def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+        samples += b * accelerator.num_processes
+        micro_losses.append(loss.detach())
+        if not accelerator.sync_gradients:
+            continue  # gradient accumulation: one optimizer step per `gradient_accumulation` micro-batches
         ema.step(trainable)
         step += 1
-        samples += b * accelerator.num_processes
-        value = accelerator.gather(loss.detach().reshape(1)).mean().item()
+        value = accelerator.gather(torch.stack(micro_losses).mean().reshape(1)).mean().item()
+        micro_losses = []
         losses.append(value)
         if main:
             mlf.metric("loss", value, step)
@@ -307,6 +312,9 @@ def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
                              {**init_info, **frozen_info}, parent_meta, dataset, say,
                              ClipUsage().merge(usage_states))
         result.update(steps=step, resumed_from=resumed_from, skipped_clips=skipped, samples_seen=samples,
+                      micro_batch=cfg.batch_size, processes=accelerator.num_processes,
+                      gradient_accumulation=cfg.gradient_accumulation,
+                      global_batch=cfg.batch_size * accelerator.num_processes * cfg.gradient_accumulation,
                       wall_time_s=round(time.time() - started, 2),
                       **loss_summary(losses))
     return result
@@ -530,6 +538,17 @@ def _added_time_ids(cfg: TrainConfig, batch: dict, strength: torch.Tensor) -> to
     return ids
 
 
+def training_accelerator(cfg: TrainConfig, cpu: bool):
+    """The Accelerator of a run: its mixed precision, and gradient accumulation counted across
+    epochs (accelerate would otherwise step at every epoch's end with fewer micro-batches, and
+    the global batch would not be the configured one)."""
+    from accelerate import Accelerator
+    from accelerate.utils import GradientAccumulationPlugin
+
+    plugin = GradientAccumulationPlugin(num_steps=cfg.gradient_accumulation, sync_with_dataloader=False)
+    return Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision, gradient_accumulation_plugin=plugin)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="path of a TrainConfig JSON file")
@@ -537,9 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.config) as f:
         cfg = TrainConfig.from_json(f.read())
     os.makedirs(cfg.state_dir, exist_ok=True)
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+    accelerator = training_accelerator(cfg, cpu=not torch.cuda.is_available())
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING)
     if accelerator.is_main_process:
         from dagster_pipes import open_dagster_pipes
