@@ -41,6 +41,7 @@ def test_every_full_preset_splits_over_8_gpus_and_an_impossible_split_is_refused
 
 
 def test_a_cpu_run_with_accumulation_steps_once_per_accumulated_micro_batches(tmp_path, bikes_path):
+    """...with two DataLoader worker processes decoding the clips (their draws still reach clips_used)."""
     from svd_dag.training.train import train, training_accelerator
 
     rows = [{"clip_id": f"bikes-{a}", "video_uri": bikes_path, "start_frame": a, "end_frame": b, "fps": 25.0,
@@ -49,7 +50,7 @@ def test_a_cpu_run_with_accumulation_steps_once_per_accumulated_micro_batches(tm
     pq.write_table(pa.Table.from_pylist(rows), manifest)
     cfg = TrainConfig(stage="image", profile="tiny", manifest_uri=str(manifest), output_uri=str(tmp_path / "out"),
                       state_dir=str(tmp_path / "state"), num_frames=1, steps=3, batch_size=1, global_batch=2,
-                      checkpoint_every=3, sample_count=0).validate().with_processes(1)
+                      checkpoint_every=3, sample_count=0, dataloader_workers=2).validate().with_processes(1)
     assert cfg.gradient_accumulation == 2
     (tmp_path / "state").mkdir()
     result = train(cfg, training_accelerator(cfg, cpu=True))

@@ -115,6 +115,8 @@ class StageConfig(dg.Config):
                                                                    "processes x gradient accumulation (derived)")
     learning_rate: Optional[float] = None
     checkpoint_every: Optional[int] = None
+    dataloader_workers: Optional[int] = Field(default=None, description="clip-decoding processes per training "
+                                                                         "process (full profile: 8; 0 on a small CPU)")
     seed: int = 0
     vae_fit_steps: Optional[int] = Field(default=None, description="tiny profile, stage I: steps fitting the small VAE")
     hires_phase: bool = Field(default=False, description="stage II only: then continue at 320x576 with ln sigma ~ "
@@ -126,6 +128,7 @@ class StageConfig(dg.Config):
         return {k: v for k, v in {"steps": self.steps, "batch_size": self.batch_size, "global_batch": self.global_batch,
                                   "learning_rate": self.learning_rate,
                                   "checkpoint_every": self.checkpoint_every, "seed": self.seed,
+                                  "dataloader_workers": self.dataloader_workers,
                                   "vae_fit_steps": self.vae_fit_steps}.items() if v is not None}
 
 

@@ -35,6 +35,8 @@ class TrainConfig:
     # (`with_processes` derives the accumulation). 0: batch_size x processes, no accumulation.
     global_batch: int = 0
     gradient_accumulation: int = 1
+    dataloader_workers: int = 0  # processes decoding clips beside each training process (0: in it)
+    pin_memory: bool = True  # page-locked host batches for faster copies to the GPU (ignored on CPU)
     learning_rate: float = 1e-4
     warmup_steps: int = 0
     grad_clip: float = 1.0
@@ -89,6 +91,8 @@ class TrainConfig:
             raise ValueError("the image stage trains on single frames: num_frames must be 1")
         if self.stage == "video" and self.num_frames < 2:
             raise ValueError("a video stage needs num_frames >= 2")
+        if self.dataloader_workers < 0:
+            raise ValueError(f"dataloader_workers must be >= 0, got {self.dataloader_workers}")
         for name in ("steps", "batch_size", "checkpoint_every", "height", "width", "gradient_accumulation"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -136,7 +140,11 @@ class TrainConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.hyperparameters(), sort_keys=True).encode()).hexdigest()[:12]
+        """Hash of what changes the result: not how the data is fed (a restart with more loader
+        workers resumes the same run)."""
+        feeding = {"dataloader_workers", "pin_memory"}
+        kept = {k: v for k, v in self.hyperparameters().items() if k not in feeding}
+        return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def resolve_batch(global_batch: int, micro_batch: int, processes: int) -> tuple[int, int]:
@@ -160,19 +168,19 @@ STAGE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "stage1": {
         "tiny": dict(stage="image", num_frames=1, steps=12, batch_size=4, time_embedding_only_steps=4, checkpoint_every=6,
                      vae_fit_steps=120),
-        "full": dict(stage="image", num_frames=1, height=256, width=384, steps=31_000, global_batch=256, batch_size=32,
+        "full": dict(dataloader_workers=8, stage="image", num_frames=1, height=256, width=384, steps=31_000, global_batch=256, batch_size=32,
                      time_embedding_only_steps=1_000, checkpoint_every=1_000, text_arch="ViT-H-14", mixed_precision="bf16",
                      gradient_checkpointing=True),
     },
     "stage2": {
         "tiny": dict(stage="video", num_frames=4, steps=10, batch_size=2, checkpoint_every=5, sample_steps=4),
-        "full": dict(stage="video", num_frames=14, height=256, width=384, steps=150_000, global_batch=1536, batch_size=8,
+        "full": dict(dataloader_workers=8, stage="video", num_frames=14, height=256, width=384, steps=150_000, global_batch=1536, batch_size=8,
                      checkpoint_every=1_000, text_arch="ViT-H-14", mixed_precision="bf16", gradient_checkpointing=True),
     },
     "stage3": {
         "tiny": dict(stage="video", num_frames=4, steps=10, batch_size=2, checkpoint_every=5, p_mean=0.5, p_std=1.4,
                      learning_rate=3e-5, sample_steps=4),
-        "full": dict(stage="video", num_frames=14, height=576, width=1024, steps=50_000, global_batch=768, batch_size=1,
+        "full": dict(dataloader_workers=8, stage="video", num_frames=14, height=576, width=1024, steps=50_000, global_batch=768, batch_size=1,
                      learning_rate=3e-5, p_mean=0.5, p_std=1.4, checkpoint_every=1_000, text_arch="ViT-H-14",
                      mixed_precision="bf16", gradient_checkpointing=True),
     },
@@ -180,7 +188,7 @@ STAGE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "stage2_hires": {
         "tiny": dict(stage="video", num_frames=4, height=40, width=72, steps=6, batch_size=2, checkpoint_every=3,
                      p_mean=0.0, p_std=1.0, sample_steps=4),
-        "full": dict(stage="video", num_frames=14, height=320, width=576, steps=100_000, global_batch=768, batch_size=4,
+        "full": dict(dataloader_workers=8, stage="video", num_frames=14, height=320, width=576, steps=100_000, global_batch=768, batch_size=4,
                      p_mean=0.0, p_std=1.0, checkpoint_every=1_000, text_arch="ViT-H-14", mixed_precision="bf16",
                      gradient_checkpointing=True),
     },
@@ -189,7 +197,7 @@ STAGE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "ablation": {
         "tiny": dict(stage="video", num_frames=4, steps=8, batch_size=2, checkpoint_every=8, sample_steps=4,
                      sample_count=3, learning_rate=3e-4),
-        "full": dict(stage="video", num_frames=14, height=256, width=384, steps=10_000, global_batch=256, batch_size=8,
+        "full": dict(dataloader_workers=8, stage="video", num_frames=14, height=256, width=384, steps=10_000, global_batch=256, batch_size=8,
                      checkpoint_every=1_000, sample_count=64, text_arch="ViT-H-14", mixed_precision="bf16",
                      gradient_checkpointing=True),
     },
@@ -197,35 +205,35 @@ STAGE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "i2v": {
         "tiny": dict(sample_steps=4, stage="video", task="i2v", num_frames=4, steps=10, batch_size=2, checkpoint_every=5,
                      p_mean=0.7, p_std=1.6, learning_rate=3e-4),
-        "full": dict(stage="video", task="i2v", num_frames=14, height=320, width=576, steps=50_000, global_batch=768, batch_size=4,
+        "full": dict(dataloader_workers=8, stage="video", task="i2v", num_frames=14, height=320, width=576, steps=50_000, global_batch=768, batch_size=4,
                      learning_rate=3e-5, p_mean=0.7, p_std=1.6, checkpoint_every=1_000, text_arch="ViT-H-14",
                      image_encoder="store", mixed_precision="bf16", gradient_checkpointing=True),
     },
     "i2v25": {
         "tiny": dict(sample_steps=4, stage="video", task="i2v", num_frames=6, steps=10, batch_size=2, checkpoint_every=5,
                      p_mean=1.0, p_std=1.6, learning_rate=3e-4),
-        "full": dict(stage="video", task="i2v", num_frames=25, height=576, width=1024, steps=50_000, global_batch=768, batch_size=1,
+        "full": dict(dataloader_workers=8, stage="video", task="i2v", num_frames=25, height=576, width=1024, steps=50_000, global_batch=768, batch_size=1,
                      learning_rate=3e-5, p_mean=1.0, p_std=1.6, checkpoint_every=1_000, text_arch="ViT-H-14",
                      image_encoder="store", mixed_precision="bf16", gradient_checkpointing=True),
     },
     "interpolation": {
         "tiny": dict(sample_steps=4, stage="video", task="interpolation", num_frames=5, steps=10, batch_size=2, checkpoint_every=5,
                      p_mean=1.0, p_std=1.2, learning_rate=1e-3),
-        "full": dict(stage="video", task="interpolation", num_frames=5, height=576, width=1024, steps=10_000,
+        "full": dict(dataloader_workers=8, stage="video", task="interpolation", num_frames=5, height=576, width=1024, steps=10_000,
                      global_batch=256, batch_size=2, learning_rate=1e-4, p_mean=1.0, p_std=1.2, checkpoint_every=1_000,
                      text_arch="ViT-H-14", image_encoder="store", mixed_precision="bf16", gradient_checkpointing=True),
     },
     "multiview": {
         "tiny": dict(sample_steps=4, stage="video", task="multiview", num_frames=6, height=32, width=32, steps=10, batch_size=2,
                      checkpoint_every=5, p_mean=0.7, p_std=1.6, learning_rate=3e-4),
-        "full": dict(stage="video", task="multiview", num_frames=21, height=576, width=576, steps=12_000, global_batch=16, batch_size=1,
+        "full": dict(dataloader_workers=8, stage="video", task="multiview", num_frames=21, height=576, width=576, steps=12_000, global_batch=16, batch_size=1,
                      learning_rate=1e-5, p_mean=0.7, p_std=1.6, checkpoint_every=1_000, text_arch="ViT-H-14",
                      image_encoder="store", mixed_precision="bf16", gradient_checkpointing=True),
     },
     "camera_lora": {
         "tiny": dict(sample_steps=4, stage="video", task="i2v", lora_rank=16, num_frames=4, steps=6, batch_size=2, checkpoint_every=3,
                      p_mean=0.7, p_std=1.6, learning_rate=1e-3),
-        "full": dict(stage="video", task="i2v", lora_rank=16, num_frames=14, height=320, width=576, steps=5_000,
+        "full": dict(dataloader_workers=8, stage="video", task="i2v", lora_rank=16, num_frames=14, height=320, width=576, steps=5_000,
                      global_batch=64, batch_size=4, learning_rate=1e-4, p_mean=0.7, p_std=1.6, checkpoint_every=500,
                      text_arch="ViT-H-14", image_encoder="store", mixed_precision="bf16", gradient_checkpointing=True),
     },

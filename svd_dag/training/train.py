@@ -202,12 +202,15 @@ def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
     dataset = _dataset(cfg)
     if len(dataset) == 0:
         raise ValueError(f"{cfg.orbits_uri or cfg.manifest_uri}: no item has the {cfg.num_frames} frames this stage needs")
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
-                                         generator=torch.Generator().manual_seed(cfg.seed))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed),
+        num_workers=cfg.dataloader_workers, persistent_workers=cfg.dataloader_workers > 0,
+        pin_memory=cfg.pin_memory and torch.cuda.is_available(), worker_init_fn=_seed_worker)
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=1e-2)
     scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg.warmup_steps)
     unet, optimizer, loader, scheduler = accelerator.prepare(unet, optimizer, loader, scheduler)
     accelerator.register_for_checkpointing(ema)
+    ema.to(accelerator.device)  # the shadow weights live where the trained ones do (prepare moved those)
     vae.to(accelerator.device)
     for frozen in (text, encoder):
         if frozen is not None:
@@ -219,6 +222,7 @@ def train(cfg: TrainConfig, accelerator, pipes=None) -> dict[str, Any]:
     if found:
         step, path = found
         accelerator.load_state(path)
+        ema.to(accelerator.device)
         usage = ClipUsage.load(os.path.join(path, f"usage-{accelerator.process_index}"))
         resumed_from = step
         say(f"resumed from {path} (step {step})")
@@ -497,6 +501,14 @@ def _image_encoder(cfg: TrainConfig, unet, store):
         raise ValueError(f"image encoder projects to {encoder.model.config.projection_dim} but the UNet attends to "
                          f"{unet.config.cross_attention_dim}-d tokens")
     return encoder
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Each DataLoader worker draws its own clip offsets (a copy of the dataset's generator would
+    repeat the others')."""
+    info = torch.utils.data.get_worker_info()
+    if info is not None and hasattr(info.dataset, "rng"):
+        info.dataset.rng.seed(info.seed)
 
 
 def _item_rows(dataset) -> list[dict[str, Any]]:
