@@ -52,16 +52,17 @@ def _current_version(cat, annotator: str, table: str) -> dict:
     return rows[0]
 
 
-def _merged_weights(*parts: dict) -> str:
-    """The weight files behind a score built on other annotators' outputs: theirs (their
-    `annotator_versions` rows' `weights_sha256`) and its own ({name: sha256})."""
+def _merged_weights(upstream: list[dict], own: dict | None = None) -> str:
+    """The weight files behind a score built on other annotators' outputs: theirs (the
+    `weights_sha256` of their `annotator_versions` rows) and its own ({name: sha256})."""
     import json
 
     merged: dict = {}
-    for part in parts:
-        raw = part.get("weights_sha256") if "annotator" in part else json.dumps(part)
-        merged.update(json.loads(raw) if raw else {})
-    return json.dumps({k: v for k, v in sorted(merged.items()) if v}) if any(merged.values()) else ""
+    for row in upstream:
+        merged.update(json.loads(row["weights_sha256"]) if row.get("weights_sha256") else {})
+    merged.update(own or {})
+    merged = {k: v for k, v in sorted(merged.items()) if v}
+    return json.dumps(merged) if merged else ""
 
 
 def _combine_weights(*labels: str) -> str:
@@ -285,7 +286,7 @@ def aesthetic_scores(context: dg.AssetExecutionContext, config: AnnotatorConfig,
                       extra_params={"emb": emb["model_version"]})
     return _result(context, cat, run, "aesthetic_scores", "laion_aesthetic", version, weights,
                    extra={"head": head.file, "head_kind": head.kind, "head_weights": head_weights},
-                   weights_sha256=_merged_weights(emb, {f"aesthetic/{head.file}": head.sha256}))
+                   weights_sha256=_merged_weights([emb], {f"aesthetic/{head.file}": head.sha256}))
 
 
 class CaptionsConfig(ModelAnnotatorConfig):
@@ -367,7 +368,7 @@ def caption_similarity(context: dg.AssetExecutionContext, config: PlacementConfi
                                                "AND cap.model_version = $cap"),
                       extra_params={"emb": emb["model_version"], "cap": cap["model_version"]})
     return _result(context, cat, run, "caption_similarity", "clip_text_image", version, weights,
-                   weights_sha256=_merged_weights(emb, cap))
+                   weights_sha256=_merged_weights([emb, cap]))
 
 
 annotator_assets = [motion_scores, ocr_scores, clip_embeddings, aesthetic_scores, captions, caption_similarity]

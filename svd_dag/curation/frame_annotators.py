@@ -51,20 +51,15 @@ def _split(values, frames_per_clip: list[list]) -> list:
 
 
 def weights_json(files: dict[str, str | None]) -> str:
-    """{name: full sha256} of the weight files (or folders) an annotator loads, as JSON; a value
-    that is already a sha256 is kept, a path is hashed (once per file version)."""
+    """{name: full sha256} of the weight files (or folders) an annotator loads, as JSON (each
+    file hashed once per version of it); "" when it loads none."""
     import os
-    import re
 
     from svd_dag.curation.captioners import folder_sha256
     from svd_dag.curation.clip_model import cached_file_sha256
 
-    out = {}
-    for name, value in files.items():
-        if not value:
-            continue
-        out[name] = value if re.fullmatch(r"[0-9a-f]{64}", value) else \
-            folder_sha256(value) if os.path.isdir(value) else cached_file_sha256(value)
+    out = {name: folder_sha256(path) if os.path.isdir(path) else cached_file_sha256(path)
+           for name, path in files.items() if path}
     return json.dumps(out, sort_keys=True) if out else ""
 
 
@@ -123,11 +118,10 @@ class CraftSpec:
 
         import os
 
-        from svd_dag.curation.clip_model import cached_file_sha256
         from svd_dag.curation.ocr import DETECTOR_FILE, craft_weights_dir
 
-        sha = cached_file_sha256(os.path.join(craft_weights_dir(), DETECTOR_FILE))
-        return Identity("craft", craft_version(), "pretrained", weights_json({DETECTOR_FILE: sha}))
+        path = os.path.join(craft_weights_dir(), DETECTOR_FILE)
+        return Identity("craft", craft_version(), "pretrained", weights_json({DETECTOR_FILE: path}))
 
     def build(self) -> "CraftScorer":
         return CraftScorer(self)

@@ -17,12 +17,9 @@ in well under the 2 s the audit asks (benchmarks/lineage.py).
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Optional
 
 from svd_dag.lineage.records import USED
-
-HEX = re.compile(r"[0-9a-f]{16,64}")
 
 
 class LineageError(ValueError):

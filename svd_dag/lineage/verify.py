@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Optional
 
 from svd_dag.lineage.records import USED
 from svd_dag.storage import Store, sha256_of, tree_digest
@@ -122,17 +122,35 @@ def _raw_videos(cat, rows: list[dict[str, Any]], everything: bool, tables: set[s
                                                       "ORDER BY 1, 2", params)]
 
 
-def _shard_members(cat, rows: list[dict[str, Any]], everything: bool, tables: set[str]) -> Iterable[dict[str, Any]]:
+MEMBER_BATCH = 10_000  # shard members hashed per round: 10^6 of them never sit in Python at once
+MEMBER_COLUMNS = "DISTINCT s.shard_uri, s.shard_member, s.shard_offset, s.shard_size, s.shard_sha256"
+
+
+def _shard_member_sql(rows: list[dict[str, Any]], everything: bool, tables: set[str]) -> Optional[tuple[str, list]]:
+    """The query naming the shard members to re-hash (every one, or those of the shard indexes
+    the chain read), or None."""
     if "clip_shards" not in tables:
-        return []
+        return None
     if everything:
-        return cat.records("SELECT DISTINCT shard_uri, shard_member, shard_offset, shard_size, shard_sha256 FROM clip_shards")
+        return f"SELECT {MEMBER_COLUMNS} FROM clip_shards s", []
     indexes = sorted({r["shard_index_uri"] for r in rows if r.get("data_source") == "shards" and r.get("shard_index_uri")})
     if not indexes:
-        return []
-    return cat.records("SELECT DISTINCT s.shard_uri, s.shard_member, s.shard_offset, s.shard_size, s.shard_sha256 "
-                    "FROM clip_shards s JOIN shard_indexes i ON s.encode_key = i.encode_key "
-                    "WHERE i.index_uri IN (SELECT unnest(?))", [indexes])
+        return None
+    return (f"SELECT {MEMBER_COLUMNS} FROM clip_shards s JOIN shard_indexes i ON s.encode_key = i.encode_key "
+            "WHERE i.index_uri IN (SELECT unnest(?))", [indexes])
+
+
+def _check_members(cat, stores: Stores, found: "Findings", query: Optional[tuple[str, list]], pool) -> None:
+    if query is None:
+        return
+    with cat.worklist(*query) as work:
+        for batch in work.iter_batches(batch_size=MEMBER_BATCH):
+            members = batch.to_pylist()
+            hashes = pool.map(lambda m: _safe(lambda: _member_hash(stores, m["shard_uri"], m["shard_offset"],
+                                                                   m["shard_size"])), members)
+            for m, got in zip(members, hashes):
+                found.compare("shard_member", f"{m['shard_uri']}#{m['shard_member']}", m["shard_sha256"],
+                              _reraise(got))
 
 
 def lineage_verify(cat, ref: Optional[str] = None, options: Optional[dict] = None, threads: int = 8) -> dict[str, Any]:
@@ -162,14 +180,10 @@ def lineage_verify(cat, ref: Optional[str] = None, options: Optional[dict] = Non
                            None if everything else [index_uris]):
             found.compare("shard_index", ix["index_uri"], ix["index_sha256"],
                           lambda ix=ix: _file_hash(stores, ix["index_uri"]))
-    members = list(_shard_members(cat, rows, everything, tables))
-    raw = _raw_videos(cat, rows, everything, tables)
+    raw = _raw_videos(cat, rows, everything, tables)  # one per video: 10^5 at 10^6 clips
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:  # I/O bound: reads overlap
-        member_hashes = list(pool.map(lambda m: _safe(lambda: _member_hash(
-            stores, m["shard_uri"], m["shard_offset"], m["shard_size"])), members))
+        _check_members(cat, stores, found, _shard_member_sql(rows, everything, tables), pool)
         raw_hashes = list(pool.map(lambda v: _safe(lambda: _file_hash(stores, v[0])), raw))
-    for m, got in zip(members, member_hashes):
-        found.compare("shard_member", f"{m['shard_uri']}#{m['shard_member']}", m["shard_sha256"], _reraise(got))
     for (uri, sha), got in zip(raw, raw_hashes):
         found.compare("raw_video", uri, sha, _reraise(got))
     return {"query": ref or "everything", **found.report()}
