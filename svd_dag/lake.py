@@ -178,11 +178,28 @@ def open_lake(cfg: LakeConfig, read_only: bool = False) -> duckdb.DuckDBPyConnec
 
 def _new_sqlite_in_wal_mode(path: str) -> None:
     """Write-ahead logging lets readers go on while another process commits (the default
-    rollback journal locks them out); the mode is stored in the file, so set it once."""
+    rollback journal locks them out); the mode is stored in the file, so set it once.
+
+    Two writers may start on a fresh home at the same moment: the file is made under a
+    private name and linked into place, so exactly one wins and the other opens its file
+    (switching the journal mode of a file someone else has open fails with "locked")."""
     import sqlite3
 
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        db.execute("PRAGMA journal_mode=WAL")
+    private = f"{path}.{os.getpid()}.{threading.get_ident()}.new"
+    try:
+        with contextlib.closing(sqlite3.connect(private)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+        try:
+            os.link(private, path)
+        except FileExistsError:
+            pass
+        except OSError:  # a filesystem without hard links: the old, racy way
+            if not os.path.exists(path):
+                os.rename(private, path)
+    finally:
+        for leftover in (private, private + "-wal", private + "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(leftover)
 
 
 def is_retryable(error: BaseException) -> bool:

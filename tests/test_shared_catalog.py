@@ -101,3 +101,47 @@ def test_the_embedded_sqlite_catalog_takes_two_writers_too(tmp_path):
         assert w.returncode == 0, err[-2000:]
     cat = Catalog(LakeConfig(metadata, data))
     assert cat.scalar("SELECT count(*) FROM scores") == 2 * 8 * 20 + 5
+
+
+CREATOR = textwrap.dedent("""
+    import sys, time
+    from svd_dag.catalog import Catalog
+    from svd_dag.lake import LakeConfig
+    metadata, data, start_at = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    time.sleep(max(0.0, start_at - time.time()))
+    assert Catalog(LakeConfig(metadata, data)).scalar("SELECT 1") == 1
+""")
+
+
+def test_processes_that_open_a_fresh_sqlite_catalog_at_once_all_get_it(tmp_path):
+    """The first open of the embedded catalog creates its file; several processes doing that
+    at the same instant must all succeed (a raced PRAGMA journal_mode=WAL failed with
+    "database is locked"), leaving one WAL-mode file and no private leftovers."""
+    import sqlite3
+    import time
+
+    path = tmp_path / "catalog.sqlite"
+    start_at = time.time() + 4.0  # past every interpreter's imports
+    creators = [subprocess.Popen([sys.executable, "-c", CREATOR, f"sqlite:{path}", str(tmp_path / "data"),
+                                  str(start_at)], stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    for c in creators:
+        _, err = c.communicate(timeout=120)
+        assert c.returncode == 0, err[-2000:]
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("catalog.sqlite.")) == []
+
+
+def test_a_process_that_loses_the_creation_race_leaves_the_winners_file_alone(tmp_path):
+    import sqlite3
+
+    from svd_dag.lake import _new_sqlite_in_wal_mode
+
+    path = tmp_path / "catalog.sqlite"
+    with sqlite3.connect(path) as winner:
+        winner.execute("PRAGMA journal_mode=WAL")
+        winner.execute("CREATE TABLE ducklake_metadata (key TEXT)")
+        winner.execute("INSERT INTO ducklake_metadata VALUES ('mine')")
+        _new_sqlite_in_wal_mode(str(path))  # the loser, while the winner has it open
+        assert winner.execute("SELECT key FROM ducklake_metadata").fetchall() == [("mine",)]
+    assert [p.name for p in tmp_path.iterdir() if ".new" in p.name] == []
