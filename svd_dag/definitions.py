@@ -31,7 +31,7 @@ from svd_dag.settings import Settings, bundled_samples_dir, load_settings
 
 
 def build_resources(settings: Settings) -> dict:
-    s3_endpoint = os.environ.get("SVD_DAG_S3_ENDPOINT_URL") or None
+    s3_endpoint = settings.s3_endpoint_url
     return {
         "raw_storage": StorageResource(uri=settings.raw_uri or str(bundled_samples_dir()), s3_endpoint_url=s3_endpoint),
         "storage": StorageResource(uri=settings.storage_uri, s3_endpoint_url=s3_endpoint),
@@ -47,14 +47,17 @@ def build_resources(settings: Settings) -> dict:
             fallback_dir=settings.shared_weights_dir,
         ),
         "mlflow": MlflowResource(
-            tracking_uri=settings.mlflow_tracking_uri,
-            artifact_location=os.environ.get("SVD_DAG_MLFLOW_ARTIFACTS") or os.path.join(settings.storage_uri, "mlflow-artifacts"),
+            tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI") if settings.mlflow_tracking_uri_from_env
+            else settings.mlflow_tracking_uri,
+            artifact_location=settings.mlflow_artifacts_uri,
             s3_endpoint_url=s3_endpoint,
         ),
         "launcher": TrainingLauncherResource(
-            state_root=os.path.join(settings.home, "train_state"),
-            num_processes=int(os.environ.get("SVD_DAG_TRAIN_PROCESSES", "1")),
-            mixed_precision=os.environ.get("SVD_DAG_MIXED_PRECISION", "no"),
+            state_root=settings.train_scratch, num_processes=settings.train_processes,
+            num_machines=settings.train_machines, machines=settings.train_machines_mode,
+            main_process_ip=settings.train_main_ip, mixed_precision=settings.mixed_precision,
+            backend=settings.train_backend, image=settings.train_image, namespace=settings.train_namespace,
+            s3_endpoint_url=settings.s3_endpoint_url or "",
         ),
         "video_executor": video_executor(settings),
         "openlineage": OpenLineageResource(

@@ -99,8 +99,10 @@ class LakeConfig:
         return self.metadata.split(":", 1)[1] if self.is_local else None
 
     def describe(self) -> str:
-        """The catalog as shown in metadata and logs (no password)."""
-        return f"ducklake:{self.metadata} data={self.data_path}"
+        """The catalog as shown in metadata and logs (no password, even one written into the DSN)."""
+        from svd_dag.redact import redact
+
+        return redact(f"ducklake:{self.metadata} data={self.data_path}")
 
     def _attach_target(self) -> str:
         if self.kind == "duckdb":

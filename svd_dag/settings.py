@@ -50,6 +50,22 @@ class Settings:
     ray_retries: int = 2
     ray_item_timeout_s: float = 0.0
     ray_shared_filesystem: bool = False
+    # Training launches (resources/launcher.py): processes per machine, machines, how machines
+    # 1..N-1 start ("loopback" | "external"), machine 0's address, mixed precision, local scratch.
+    train_processes: int = 1
+    train_machines: int = 1
+    train_machines_mode: str = "loopback"
+    train_main_ip: str = "127.0.0.1"
+    mixed_precision: str = "no"
+    train_scratch: str = ""
+    train_backend: str = "subprocess"  # or "k8s": a GPU pod per training (PipesK8sClient)
+    train_image: str = ""
+    train_namespace: str = ""
+    s3_endpoint_url: str | None = None
+    # MLFLOW_TRACKING_URI may carry credentials (https://user:password@host): when it is set, the
+    # resource reads it through dg.EnvVar, so its value is never part of the resource config.
+    mlflow_tracking_uri_from_env: bool = False
+    mlflow_artifacts_uri: str = ""
     # OpenLineage export: JSON lines under home, and an HTTP endpoint (Marquez) when a URL is set.
     # The API key itself is read by the resource through dg.EnvVar; only whether one is set is kept here.
     openlineage_url: str | None = None
@@ -88,6 +104,20 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         ray_retries=int(env.get("SVD_DAG_RAY_RETRIES") or 2),
         ray_item_timeout_s=float(env.get("SVD_DAG_RAY_ITEM_TIMEOUT_S") or 0),
         ray_shared_filesystem=_flag(env.get("SVD_DAG_RAY_SHARED_FILESYSTEM")),
+        train_processes=int(env.get("SVD_DAG_TRAIN_PROCESSES") or 1),
+        train_machines=int(env.get("SVD_DAG_TRAIN_MACHINES") or 1),
+        train_machines_mode=(env.get("SVD_DAG_TRAIN_MACHINES_MODE") or "loopback").strip().lower(),
+        train_main_ip=env.get("SVD_DAG_TRAIN_MAIN_IP") or "127.0.0.1",
+        mixed_precision=env.get("SVD_DAG_MIXED_PRECISION") or "no",
+        train_scratch=env.get("SVD_DAG_TRAIN_SCRATCH") or os.path.join(home, "train_state"),
+        train_backend=(env.get("SVD_DAG_TRAIN_BACKEND") or "subprocess").strip().lower(),
+        train_image=env.get("SVD_DAG_TRAIN_IMAGE") or "",
+        train_namespace=env.get("SVD_DAG_TRAIN_NAMESPACE") or "",
+        # Like the AWS credential chain it goes with: the process environment's unless given.
+        s3_endpoint_url=env.get("SVD_DAG_S3_ENDPOINT_URL") or os.environ.get("SVD_DAG_S3_ENDPOINT_URL") or None,
+        mlflow_tracking_uri_from_env=bool(env.get("MLFLOW_TRACKING_URI"))
+        and env.get("MLFLOW_TRACKING_URI") == os.environ.get("MLFLOW_TRACKING_URI"),
+        mlflow_artifacts_uri=env.get("SVD_DAG_MLFLOW_ARTIFACTS") or f"{storage_uri.rstrip('/')}/mlflow-artifacts",
         openlineage_url=env.get("SVD_DAG_OPENLINEAGE_URL") or None,
         openlineage_namespace=env.get("SVD_DAG_OPENLINEAGE_NAMESPACE") or "svd-dag",
         openlineage_file=env.get("SVD_DAG_OPENLINEAGE_FILE") or os.path.join(home, "openlineage", "events.jsonl"),

@@ -190,11 +190,25 @@ def tree_digest(store: Store, folder: str, suffix: str) -> str:
 
 def local_folder(uri: str, cache_dir: str, options: dict[str, Any] | None = None) -> str:
     """A local folder with the contents of folder `uri`: `uri` itself when it is local, else a
-    copy made once under `cache_dir` (a `.complete` marker says the copy finished)."""
+    copy made once under `cache_dir` (a `.complete` marker says the copy finished).
+
+    The copy is made under a private name and renamed into place, so processes that need
+    the same folder at once (ranks of one machine, or "machines" sharing a disk) never read
+    a file another one is still writing."""
     if "://" not in uri or uri.startswith("file://"):
         return uri.removeprefix("file://")
     if not os.path.exists(os.path.join(cache_dir, ".complete")):
         root, rel = uri.rstrip("/").rsplit("/", 1)
-        Store(root, options).get_dir(rel, cache_dir)
-        open(os.path.join(cache_dir, ".complete"), "w").close()
+        staging = f"{cache_dir.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            Store(root, options).get_dir(rel, staging)
+            open(os.path.join(staging, ".complete"), "w").close()
+            os.makedirs(os.path.dirname(cache_dir.rstrip("/")), exist_ok=True)
+            try:
+                os.rename(staging, cache_dir)
+            except OSError:  # another process put its complete copy there first
+                if not os.path.exists(os.path.join(cache_dir, ".complete")):
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return cache_dir

@@ -7,8 +7,9 @@ into it by run id, and the orchestrator closes it with the outcome.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+from typing import Any, Iterator
 
 
 class Tracker:
@@ -17,6 +18,9 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.artifact_location = artifact_location
         self.experiment = experiment
+        # MLflow prints "View run ... at <tracking URI>" on every run end, credentials included;
+        # the asset metadata carries the link (without them) instead.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         if s3_endpoint_url and artifact_location.startswith("s3://"):
             # MLflow's S3 artifact store reads its endpoint from this variable only.
             os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", s3_endpoint_url)
@@ -89,6 +93,16 @@ class Tracker:
     def log_json(self, run_id: str, data: Any, artifact_file: str) -> None:
         self.client().log_dict(run_id, data, artifact_file)
 
+    @contextlib.contextmanager
+    def failing_run(self, run_id: str) -> Iterator[None]:
+        """Ends the run FAILED when the block raises (a run is never left RUNNING by an error);
+        the block itself ends it on success (`finish`)."""
+        try:
+            yield
+        except BaseException:
+            self.finish(run_id, {}, ok=False)
+            raise
+
     def finish(self, run_id: str, metrics: dict[str, float], ok: bool = True) -> None:
         client = self.client()
         for key, value in metrics.items():
@@ -99,12 +113,24 @@ class Tracker:
     def model_link(self, name: str) -> str:
         """A link to a registered model's page, like `run_link`."""
         if self.tracking_uri.startswith(("http://", "https://")):
-            return f"{self.tracking_uri.rstrip('/')}/#/models/{name}"
-        return f"mlflow ui --backend-store-uri {self.tracking_uri}  ->  #/models/{name}"
+            return f"{self._server_url()}/#/models/{name}"
+        return f"mlflow ui --backend-store-uri {self.display_uri}  ->  #/models/{name}"
+
+    @property
+    def display_uri(self) -> str:
+        """The tracking URI as shown (links, metadata): without any credentials it carries."""
+        from svd_dag.redact import redact
+
+        return redact(self.tracking_uri)
+
+    def _server_url(self) -> str:
+        from svd_dag.redact import without_credentials
+
+        return without_credentials(self.tracking_uri).rstrip("/")
 
     def run_link(self, run_id: str) -> str:
         """A link for the UI: the server's page, or how to open a local store."""
         exp = self.experiment_id()
         if self.tracking_uri.startswith(("http://", "https://")):
-            return f"{self.tracking_uri.rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
-        return f"mlflow ui --backend-store-uri {self.tracking_uri}  ->  #/experiments/{exp}/runs/{run_id}"
+            return f"{self._server_url()}/#/experiments/{exp}/runs/{run_id}"
+        return f"mlflow ui --backend-store-uri {self.display_uri}  ->  #/experiments/{exp}/runs/{run_id}"

@@ -56,3 +56,23 @@ def _parquet(tmp_path):
     path = str(tmp_path / "in.parquet")
     pq.write_table(pa.table({"clip_id": ["a", "b", "c"], "score": [1.0, 2.0, 3.0]}), path)
     return path
+
+
+def test_an_empty_eval_split_is_named_as_the_cause_with_the_setting_to_change(tmp_path):
+    """A published but empty lvd_f_eval (10% of a few clips hashes to none) is not reported as
+    "not materialized": the error says the split is empty and which setting changes that."""
+    from svd_dag.curation.datasets import current_dataset
+
+    cat, store = Catalog.embedded(str(tmp_path / "cat")), Store(str(tmp_path / "data"))
+    cat.append("scores", pq.read_table(_parquet(tmp_path)))
+    with pytest.raises(RuntimeError, match="lvd_f_eval has no current version: materialize it first"):
+        current_dataset(cat, "lvd_f_eval")
+    cat.write(lambda con: publish_dataset(
+        con, store, [DatasetPart("lvd_f", "SELECT * FROM scores ORDER BY clip_id"),
+                     DatasetPart("lvd_f_eval", "SELECT * FROM scores WHERE score > 9 ORDER BY clip_id",
+                                 file="eval_manifest.parquet", suffix="-eval")],
+        version_inputs={}, report={}, folder="lvd_f", total=3))
+    assert current_dataset(cat, "lvd_f")["kept"] == 3
+    with pytest.raises(RuntimeError, match=r"lvd_f_eval's current version \w+-eval holds no clip: the held-out "
+                                           r"split is empty.*raise lvd_f's eval_fraction"):
+        current_dataset(cat, "lvd_f_eval")

@@ -1,17 +1,22 @@
 """Storage against a real S3 server (moto's, on 127.0.0.1): raw videos in, artefacts out."""
 
+import dataclasses
 import hashlib
 import json
+import shutil
 
 import dagster as dg
 import pytest
 import pyarrow.parquet as pq
 
 import synth
+from kill_training import retries_of, run_killed
 from svd_dag.catalog import Catalog
 from svd_dag.definitions import build_defs
 from svd_dag.settings import load_settings
 from svd_dag.storage import Store
+
+from conftest import meta_of
 
 
 def test_store_round_trip(s3_endpoint):
@@ -89,6 +94,53 @@ def test_training_writes_checkpoints_to_s3_and_continues_from_an_s3_parent(s3_wo
     assert out.exists(f"{stage2['checkpoint_uri']}/unet/diffusion_pytorch_model.safetensors")
     meta = json.loads(out.read_bytes(f"{stage2['checkpoint_uri']}/svd_dag_training.json"))
     assert meta["init"]["init"] == f"inflated from {stage1['checkpoint_uri']}"
+
+
+def test_two_machines_train_one_checkpoint_and_resume_from_the_state_on_s3(s3_world, tmp_path):
+    """Two "machines" on loopback (two `accelerate launch --num_machines 2` with their own
+    local scratch), one process each: one materialization, one checkpoint. Killed after the
+    first state reached S3 and with every local disk wiped (fresh pods), the step's retry
+    resumes from that state on both ranks."""
+    scratch = tmp_path / "scratch"
+    settings = dataclasses.replace(s3_world["settings"], train_machines=2, train_scratch=str(scratch))
+    job = build_defs(settings).resolve_job_def("training")
+    config = {"ops": {"stage1_image_checkpoint": {"config": {"steps": 16, "checkpoint_every": 4, "seed": 11,
+                                                               "vae_fit_steps": 10}}}}
+    out = Store("s3://curated/svd")
+    root = "curated/svd/train_state/stage1_image_checkpoint"
+
+    def complete() -> set:
+        out.fs.invalidate_cache()
+        return {p for p in out.fs.find(root) if p.endswith("/.complete")} if out.fs.exists(root) else set()
+
+    before, at_kill, files_at_kill = complete(), [], []
+
+    def saved() -> set:
+        return complete() - before
+
+    def wipe_local_disks() -> None:
+        at_kill.extend(sorted(saved()))
+        files_at_kill.extend(out.fs.find(root))
+        shutil.rmtree(scratch)
+
+    result, killed = run_killed(lambda: job.execute_in_process(
+        instance=s3_world["instance"], run_config=config, asset_selection=[dg.AssetKey("stage1_image_checkpoint")]),
+        saved, after_kill=wipe_local_disks)
+    assert killed and result.success and retries_of(result) == 1
+    steps_saved = sorted(int(p.split("/step-")[1].split("/")[0]) for p in at_kill)
+    [state] = {p.split("/step-")[0] for p in at_kill}
+    assert steps_saved and steps_saved[0] < 16
+    assert len(result.get_asset_materialization_events()) == 1
+    meta = meta_of(result, "stage1_image_checkpoint")
+    assert meta["processes"] == 2 and steps_saved[0] <= meta["resumed_from"] < 16 and meta["steps"] == 16
+    assert meta["samples_seen"] == 16 * meta["global_batch"]
+    assert meta["state_uri"] == f"s3://{state}"
+    assert out.exists(f"{meta['checkpoint_uri']}/unet/diffusion_pytorch_model.safetensors")
+    first = f"step-{steps_saved[0]}"
+    assert {f"{first}/random_states_{rank}.pkl" for rank in (0, 1)} <= \
+        {p.removeprefix(state + "/") for p in files_at_kill}  # each machine put its own part
+    machines = {p.name for p in scratch.glob("*/*/machine-*")}
+    assert machines == {"machine-0", "machine-1"}  # each machine read the state into its own scratch
 
 
 def test_lineage_up_and_verify_read_an_s3_record(s3_world):

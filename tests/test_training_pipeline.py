@@ -1,15 +1,15 @@
 """The training half through Dagster: three stages as real `accelerate launch` subprocesses,
 checkpoints that load back in diffusers, MLflow as the record, resume after a kill."""
 
+import dataclasses
+import json
 import os
-import threading
-import time
 
 import dagster as dg
-import psutil
 
 from svd_dag.definitions import build_defs
 
+from kill_training import retries_of, run_killed
 from conftest import STAGES, meta_of as _meta, run_config as _ops
 
 
@@ -67,22 +67,6 @@ def test_mlflow_holds_params_per_step_loss_dataset_and_logged_model(trained, cur
         assert model.tags["svd_dag.checkpoint_uri"] == rows[stage]["checkpoint_uri"]
 
 
-def _kill_training_when_state_appears(state_root: str, before: set, stop: threading.Event, killed: list):
-    while not stop.is_set():
-        done = [d for d in set(_state_dirs(state_root)) - before if os.path.exists(os.path.join(d, ".complete"))]
-        if done:
-            for p in psutil.Process().children(recursive=True):
-                try:
-                    if "svd_dag.training.train" in " ".join(p.cmdline()):
-                        p.kill()
-                        killed.append(p.pid)
-                except psutil.NoSuchProcess:
-                    pass
-            if killed:
-                return
-        time.sleep(0.05)
-
-
 def _state_dirs(root):
     out = []
     for base, dirs, _ in os.walk(root):
@@ -90,36 +74,53 @@ def _state_dirs(root):
     return out
 
 
-def test_a_killed_training_resumes_from_its_saved_state(trained, curated):
+def test_a_killed_training_is_retried_and_resumes_from_its_saved_state_across_a_comment_edit(trained, curated):
+    """Killed after its first saved state (a lost node, an OOM kill); the training code then gets
+    a comment-only edit. Dagster retries the step (the launcher asks for it when the process
+    died by a signal) and the retry resumes from that state (the state key names the
+    training's inputs, not its source files); the checkpoint's code record names the edited
+    source, and the killed attempt's MLflow run ended FAILED."""
+    import mlflow
+
+    from svd_dag.lineage.code_record import PACKAGE_DIR, source_sha256
+
     settings, instance = curated["settings"], curated["instance"]
-    state_root = os.path.join(settings.home, "train_state", "stage1_image_checkpoint")
+    state_root = os.path.join(settings.storage_uri, "train_state", "stage1_image_checkpoint")
     job = curated["defs"].resolve_job_def("training")
     config = _ops(stage1_image_checkpoint={"steps": 30, "checkpoint_every": 5, "seed": 1, "vae_fit_steps": 10})
-    stop, killed = threading.Event(), []
     before = set(_state_dirs(state_root))
-    watcher = threading.Thread(target=_kill_training_when_state_appears, args=(state_root, before, stop, killed))
-    watcher.start()
-    first = job.execute_in_process(instance=instance, run_config=config, raise_on_error=False,
-                                   asset_selection=[dg.AssetKey("stage1_image_checkpoint")])
-    stop.set()
-    watcher.join()
-    assert killed and not first.success
-    saved = sorted(int(d.rsplit("-", 1)[1]) for d in set(_state_dirs(state_root)) - before)
-    assert saved and saved[0] < 30
-    second = job.execute_in_process(instance=instance, run_config=config,
-                                    asset_selection=[dg.AssetKey("stage1_image_checkpoint")])
-    meta = _meta(second, "stage1_image_checkpoint")
-    assert meta["resumed_from"] >= saved[0] and meta["resumed_from"] < 30
-    assert meta["steps"] == 30
+    source = PACKAGE_DIR / "training" / "train.py"
+    original, digest_before = source.read_bytes(), source_sha256()
+
+    def saved() -> list:
+        return [d for d in set(_state_dirs(state_root)) - before if os.path.exists(os.path.join(d, ".complete"))]
+
+    at_kill: list = []
+
+    def edit_a_comment() -> None:
+        at_kill.extend(int(d.rsplit("-", 1)[1]) for d in saved())
+        source.write_bytes(original + b"\n# a comment-only edit made by the resume test\n")
+
+    try:
+        result, killed = run_killed(lambda: job.execute_in_process(
+            instance=instance, run_config=config, asset_selection=[dg.AssetKey("stage1_image_checkpoint")]),
+            saved, after_kill=edit_a_comment)
+        edited = source_sha256()
+    finally:
+        source.write_bytes(original)
+    assert killed and result.success and retries_of(result) == 1
+    meta = _meta(result, "stage1_image_checkpoint")
+    assert at_kill and min(at_kill) <= meta["resumed_from"] < 30 and meta["steps"] == 30
+    code = meta["code"] if isinstance(meta["code"], dict) else json.loads(meta["code"])
+    assert code["source_sha256"] == edited != digest_before
+    runs = mlflow.MlflowClient(settings.mlflow_tracking_uri).search_runs(
+        experiment_ids=[e.experiment_id for e in mlflow.MlflowClient(settings.mlflow_tracking_uri).search_experiments()],
+        filter_string=f"tags.`dagster.run_id` = '{result.run_id}'")
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
 
 
 def test_two_cpu_processes_train_one_checkpoint(curated):
-    settings = curated["settings"]
-    os.environ["SVD_DAG_TRAIN_PROCESSES"] = "2"
-    try:
-        defs = build_defs(settings)
-    finally:
-        del os.environ["SVD_DAG_TRAIN_PROCESSES"]
+    defs = build_defs(dataclasses.replace(curated["settings"], train_processes=2))
     result = defs.resolve_job_def("training").execute_in_process(
         instance=curated["instance"], asset_selection=[dg.AssetKey("stage1_image_checkpoint")],
         run_config=_ops(stage1_image_checkpoint={"steps": 4, "checkpoint_every": 2, "seed": 2, "vae_fit_steps": 10}))

@@ -187,11 +187,12 @@ def filter_ablation_report(context: dg.AssetExecutionContext, config: AblationRe
         cat.replace_table("ablation_recommendations", pa.Table.from_pylist(recommendations))
     tracker = mlflow.tracker()
     run_id = tracker.start_run("filter_ablation_report", params={"rounds": config.rounds, "judge": JUDGE_ID},
-                               tags={"dagster.run_id": context.run_id, "dagster.asset": "filter_ablation_report"})
-    for r in results:
-        tracker.client().log_metric(run_id, f"elo_{r['criterion']}_{r['level'].replace('.', '_')}", r["elo"])
-    tracker.log_json(run_id, {"results": results, "recommendations": recommendations}, "ablation.json")
-    tracker.finish(run_id, {})
+                               tags={"dagster.run_id": context.run.run_id, "dagster.asset": "filter_ablation_report"})
+    with tracker.failing_run(run_id):
+        for r in results:
+            tracker.client().log_metric(run_id, f"elo_{r['criterion']}_{r['level'].replace('.', '_')}", r["elo"])
+        tracker.log_json(run_id, {"results": results, "recommendations": recommendations}, "ablation.json")
+        tracker.finish(run_id, {})
     version = hashlib.sha256(json.dumps(results, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),

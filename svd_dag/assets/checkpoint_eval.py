@@ -70,47 +70,48 @@ def fvd_eval(context: dg.AssetExecutionContext, config: FvdEvalConfig, storage: 
     run_id = tracker.start_run("fvd_eval", params={"max_clips": config.max_clips, "steps": config.steps,
                                                    "resize": config.resize, "features": extractor.features,
                                                    "eval_dataset_version": eval_set["dataset_version"]},
-                               tags={"dagster.run_id": context.run_id, "dagster.asset": "fvd_eval"})
-    tracker.log_dataset(run_id, eval_set["manifest_uri"], eval_set["dataset_version"], "lvd_f_eval", context="evaluation")
-    results, skipped = [], {}
-    generated, real_clips, shape_of = {}, {}, {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for family in config.families:
-            try:
-                ckpt = current_checkpoint(cat, family)
-            except RuntimeError as e:
-                skipped[family] = str(e)
-                continue
-            model = load_video_model(_local_checkpoint(storage, ckpt["checkpoint_uri"], tmp))
-            train_cfg = model.meta["config"]
-            refs = ClipDataset(eval_rows, train_cfg["num_frames"], train_cfg["target_fps"], train_cfg["height"],
-                               train_cfg["width"])
-            references = [(r[0], r[1], r[3]) for r in (refs.reference(i) for i in range(len(refs))) if r is not None]
-            try:
-                value, videos = checkpoint_fvd(model, references, extractor, steps=config.steps,
-                                               resize=(config.resize, config.resize), seed=config.seed)
-            except ValueError as e:  # too few held-out clips of this length: say so, evaluate the rest
-                skipped[family] = str(e)
-                continue
-            tracker.client().log_metric(run_id, "fvd", value["fvd"], model_id=ckpt["mlflow_model_id"],
-                                        dataset_name="lvd_f_eval", dataset_digest=eval_set["dataset_version"])
-            tracker.client().log_metric(run_id, f"fvd_{family}", value["fvd"])
-            name = f"{family}@{ckpt['data_version']}"
-            generated[name] = {ref[0]: video for ref, video in zip(references, videos)}
-            real_clips.setdefault(references[0][1].shape, {}).update({ref[0]: ref[1] for ref in references})
-            shape_of[name] = references[0][1].shape
-            results.append({"asset": family, "variant": ckpt["variant"] or "", "data_version": ckpt["data_version"],
-                            "checkpoint_uri": ckpt["checkpoint_uri"], "mlflow_model_id": ckpt["mlflow_model_id"],
-                            "eval_dataset_version": eval_set["dataset_version"], "mlflow_run_id": run_id,
-                            "fvd": value["fvd"], "n_real": value["n_real"], "n_fake": value["n_fake"],
-                            "features": value["features"], "protocol": json.dumps(value, default=str),
-                            "evaluated_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)})
-    proxy = _proxy_elo(generated, real_clips, shape_of)
-    for r in results:
-        r.update(proxy.get(f"{r['asset']}@{r['data_version']}", {"proxy_elo": None, "proxy_elo_low": None,
-                                                                   "proxy_elo_high": None}))
-    tracker.log_json(run_id, {"results": results, "skipped": skipped}, "fvd.json")
-    tracker.finish(run_id, {}, ok=bool(results))
+                               tags={"dagster.run_id": context.run.run_id, "dagster.asset": "fvd_eval"})
+    with tracker.failing_run(run_id):
+        tracker.log_dataset(run_id, eval_set["manifest_uri"], eval_set["dataset_version"], "lvd_f_eval", context="evaluation")
+        results, skipped = [], {}
+        generated, real_clips, shape_of = {}, {}, {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for family in config.families:
+                try:
+                    ckpt = current_checkpoint(cat, family)
+                except RuntimeError as e:
+                    skipped[family] = str(e)
+                    continue
+                model = load_video_model(_local_checkpoint(storage, ckpt["checkpoint_uri"], tmp))
+                train_cfg = model.meta["config"]
+                refs = ClipDataset(eval_rows, train_cfg["num_frames"], train_cfg["target_fps"], train_cfg["height"],
+                                   train_cfg["width"])
+                references = [(r[0], r[1], r[3]) for r in (refs.reference(i) for i in range(len(refs))) if r is not None]
+                try:
+                    value, videos = checkpoint_fvd(model, references, extractor, steps=config.steps,
+                                                   resize=(config.resize, config.resize), seed=config.seed)
+                except ValueError as e:  # too few held-out clips of this length: say so, evaluate the rest
+                    skipped[family] = str(e)
+                    continue
+                tracker.client().log_metric(run_id, "fvd", value["fvd"], model_id=ckpt["mlflow_model_id"],
+                                            dataset_name="lvd_f_eval", dataset_digest=eval_set["dataset_version"])
+                tracker.client().log_metric(run_id, f"fvd_{family}", value["fvd"])
+                name = f"{family}@{ckpt['data_version']}"
+                generated[name] = {ref[0]: video for ref, video in zip(references, videos)}
+                real_clips.setdefault(references[0][1].shape, {}).update({ref[0]: ref[1] for ref in references})
+                shape_of[name] = references[0][1].shape
+                results.append({"asset": family, "variant": ckpt["variant"] or "", "data_version": ckpt["data_version"],
+                                "checkpoint_uri": ckpt["checkpoint_uri"], "mlflow_model_id": ckpt["mlflow_model_id"],
+                                "eval_dataset_version": eval_set["dataset_version"], "mlflow_run_id": run_id,
+                                "fvd": value["fvd"], "n_real": value["n_real"], "n_fake": value["n_fake"],
+                                "features": value["features"], "protocol": json.dumps(value, default=str),
+                                "evaluated_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)})
+        proxy = _proxy_elo(generated, real_clips, shape_of)
+        for r in results:
+            r.update(proxy.get(f"{r['asset']}@{r['data_version']}", {"proxy_elo": None, "proxy_elo_low": None,
+                                                                       "proxy_elo_high": None}))
+        tracker.log_json(run_id, {"results": results, "skipped": skipped}, "fvd.json")
+        tracker.finish(run_id, {}, ok=bool(results))
     if not results:
         raise ValueError(f"no checkpoint could be evaluated: {skipped}")
     cat.upsert("fvd_results", pa.Table.from_pylist(results), key=["asset", "variant", "data_version", "eval_dataset_version"])
@@ -201,14 +202,15 @@ def multiview_eval(context: dg.AssetExecutionContext, config: MultiviewEvalConfi
              for key in ("lpips", "clip_s")}
     tracker = mlflow.tracker()
     run_id = tracker.start_run("multiview_eval", params={"steps": config.steps, "objects": len(rows)},
-                               tags={"dagster.run_id": context.run_id, "dagster.asset": "multiview_eval"})
-    for key, value in (("mv_psnr", psnr), ("mv_ssim", ssim), ("mv_lpips", extra["lpips"]), ("mv_clip_s", extra["clip_s"])):
-        if value is None:
-            continue
-        tracker.client().log_metric(run_id, key, value, model_id=ckpt["mlflow_model_id"],
-                                    dataset_name="orbit_renders", dataset_digest=dataset["dataset_version"])
-    tracker.log_json(run_id, rows, "multiview.json")
-    tracker.finish(run_id, {})
+                               tags={"dagster.run_id": context.run.run_id, "dagster.asset": "multiview_eval"})
+    with tracker.failing_run(run_id):
+        for key, value in (("mv_psnr", psnr), ("mv_ssim", ssim), ("mv_lpips", extra["lpips"]), ("mv_clip_s", extra["clip_s"])):
+            if value is None:
+                continue
+            tracker.client().log_metric(run_id, key, value, model_id=ckpt["mlflow_model_id"],
+                                        dataset_name="orbit_renders", dataset_digest=dataset["dataset_version"])
+        tracker.log_json(run_id, rows, "multiview.json")
+        tracker.finish(run_id, {})
     cat.upsert("multiview_results", pa.Table.from_pylist([{
         **r, "data_version": ckpt["data_version"], "mlflow_run_id": run_id,
         "evaluated_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)} for r in rows]),

@@ -147,16 +147,13 @@ def elo_ratings(context: dg.AssetExecutionContext, config: EloConfig, votes_stor
         run_name=f"elo_ratings-{version[:8]}",
         params={"rounds": config.rounds, "k": config.k, "bootstrap": config.bootstrap, "seed": config.seed,
                 "votes_version": version, "votes": len(votes)},
-        tags={"dagster.run_id": context.run_id, "dagster.asset": "elo_ratings"})
-    try:
+        tags={"dagster.run_id": context.run.run_id, "dagster.asset": "elo_ratings"})
+    with tracker.failing_run(run_id):
         tracker.log_dataset(run_id, votes_storage.store().root, version, "preference_votes", context="evaluation")
         client = tracker.client()
         client.log_dict(run_id, [{**r, "computed_at": r["computed_at"].isoformat()} for r in rows], "elo_ratings.json")
         linked = _log_model_metrics(client, run_id, rows, version)
-    except Exception:
-        tracker.finish(run_id, {}, ok=False)
-        raise
-    tracker.finish(run_id, {"votes": len(votes), "models_linked": len(linked)})
+        tracker.finish(run_id, {"votes": len(votes), "models_linked": len(linked)})
 
     leaderboards = {}
     for r in rows:

@@ -32,7 +32,8 @@ GROUP = "training"
 # Bump when what a saved training state holds changes meaning (its key would then point at
 # states the code cannot resume).
 STATE_FORMAT = 1
-TRAINING_CODE = source_version("training/train.py", "training/edm.py", "training/unets.py", "training/conditioning.py",
+TRAINING_CODE = source_version("training/train.py", "training/model_init.py", "training/export.py",
+                               "training/resume_state.py", "training/clip_usage.py", "training/edm.py", "training/unets.py", "training/conditioning.py",
                                "training/data.py", "training/clip_reader.py", "training/components.py",
                                "training/config.py", "training/conditioning_frames.py", "training/finetune_models.py",
                                "training/orbits.py", "sampling/euler.py", "sampling/generate.py", "sampling/samples.py",
@@ -186,52 +187,52 @@ def train_checkpoint(context: dg.AssetExecutionContext, stage_key: str, config: 
         profile=config.profile, manifest_uri=dataset.get("shard_index_uri") or dataset["manifest_uri"],
         output_uri=store.uri(f"checkpoints/{run_name}/{key}"),
         state_dir=os.path.join(launcher.state_root, run_name, key),
+        state_uri=store.uri(f"train_state/{run_name}/{key}"),
         init_from=parent["checkpoint_uri"] if parent else None,
         models_uri=model_store.uri, storage_options=storage.options(), raw_options={},
-        mlflow_tracking_uri=mlflow.tracking_uri, **preset,
-    ).validate().with_processes(launcher.num_processes * launcher.num_machines)
+        **preset,
+    ).validate().with_processes(launcher.total_processes)
     tracker = mlflow.tracker()
     run_id = tracker.start_run(
         run_name=f"{run_name}-{key}", params={**cfg.hyperparameters(), "init_from": cfg.init_from or "",
-                                             "processes": launcher.num_processes * launcher.num_machines,
+                                             "processes": launcher.total_processes,
+                                             "machines": launcher.num_machines,
                                              "dataset_version": dataset["dataset_version"],
                                              "data_source": dataset["data_source"]},
-        tags={"dagster.run_id": context.run_id, "dagster.asset": asset_name, "svd_dag.state_key": key,
+        tags={"dagster.run_id": context.run.run_id, "dagster.asset": asset_name, "svd_dag.state_key": key,
               **({"svd_dag.variant": variant} if variant else {})},
     )
-    tracker.log_dataset(run_id, dataset["manifest_uri"], dataset["dataset_version"], dataset["asset"])
-    cfg.mlflow_run_id = run_id
-    os.makedirs(cfg.state_dir, exist_ok=True)
-    config_path = os.path.join(cfg.state_dir, "run.json")
-    with open(config_path, "w") as f:
-        f.write(cfg.to_json())
-    try:
-        result = launcher.run(context, config_path, extras={"asset": asset_name, "state_key": key})
-    except Exception:
-        tracker.finish(run_id, {}, ok=False)
-        raise
-    meta = {k: getattr(v, "value", v) for k, v in (result.metadata or {}).items()}
-    model_id = tracker.log_checkpoint_model(run_id, run_name, meta["checkpoint_uri"], cfg.hyperparameters(),
-                                            {"dataset_version": dataset["dataset_version"]})
-    if parent and parent.get("mlflow_model_id"):
-        tracker.log_parent_model(run_id, parent["mlflow_model_id"])
-    if meta.get("samples_index"):
-        tracker.log_store_files(run_id, store, _sample_files(store, meta["samples_index"]), "samples")
-    version = result.data_version.value if result.data_version else None
-    row = _checkpoint_row(context, asset_name, variant, key, meta, version, parent, dataset, config.profile, run_id,
-                          model_id)
-    row["clips_used_sha256"] = record_checkpoint_clips(cat, store, asset_name, row["variant"], version,
-                                                       meta["clips_used_uri"])
-    cat.upsert("checkpoints", pa.Table.from_pylist([row]), key=["asset", "variant", "data_version"])
-    verdict = judge(cat, asset_name, version, row["variant"], store)
-    docs = write_documents(store, meta["checkpoint_uri"], verdict)
-    tracker.log_json(run_id, verdict.report, "lineage.json")
-    tracker.client().log_text(run_id, docs["datasheet"], "DATASHEET.md")
-    tracker.finish(run_id, {"final_loss": meta.get("final_loss"), "first_loss": meta.get("first_loss"),
-                            "samples_seen": meta.get("samples_seen"), "wall_time_s": meta.get("wall_time_s"),
-                            "sample_seconds_per_video": meta.get("sample_seconds_per_video")})
-    return TrainedCheckpoint(asset_name, variant, meta, result, run_id, model_id, tracker, dataset, parent,
-                             verdict, docs)
+    # From here on the MLflow run ends FAILED on any error (a killed training, a refused lineage,
+    # a retry requested), never RUNNING; a retried step starts a run of its own.
+    with tracker.failing_run(run_id):
+        tracker.log_dataset(run_id, dataset["manifest_uri"], dataset["dataset_version"], dataset["asset"])
+        cfg.mlflow_run_id = run_id
+        # Beside the state, under the storage root: every machine of the run reads it there.
+        config_uri = store.write_bytes(f"train_state/{run_name}/{key}/run.json", cfg.to_json().encode())
+        result = launcher.run(context, config_uri, extras={"asset": asset_name, "state_key": key},
+                              secrets={"MLFLOW_TRACKING_URI": mlflow.tracking_uri})
+        meta = {k: getattr(v, "value", v) for k, v in (result.metadata or {}).items()}
+        model_id = tracker.log_checkpoint_model(run_id, run_name, meta["checkpoint_uri"], cfg.hyperparameters(),
+                                                {"dataset_version": dataset["dataset_version"]})
+        if parent and parent.get("mlflow_model_id"):
+            tracker.log_parent_model(run_id, parent["mlflow_model_id"])
+        if meta.get("samples_index"):
+            tracker.log_store_files(run_id, store, _sample_files(store, meta["samples_index"]), "samples")
+        version = result.data_version.value if result.data_version else None
+        row = _checkpoint_row(context, asset_name, variant, key, meta, version, parent, dataset, config.profile, run_id,
+                              model_id)
+        row["clips_used_sha256"] = record_checkpoint_clips(cat, store, asset_name, row["variant"], version,
+                                                           meta["clips_used_uri"])
+        cat.upsert("checkpoints", pa.Table.from_pylist([row]), key=["asset", "variant", "data_version"])
+        verdict = judge(cat, asset_name, version, row["variant"], store)
+        docs = write_documents(store, meta["checkpoint_uri"], verdict)
+        tracker.log_json(run_id, verdict.report, "lineage.json")
+        tracker.client().log_text(run_id, docs["datasheet"], "DATASHEET.md")
+        tracker.finish(run_id, {"final_loss": meta.get("final_loss"), "first_loss": meta.get("first_loss"),
+                                "samples_seen": meta.get("samples_seen"), "wall_time_s": meta.get("wall_time_s"),
+                                "sample_seconds_per_video": meta.get("sample_seconds_per_video")})
+        return TrainedCheckpoint(asset_name, variant, meta, result, run_id, model_id, tracker, dataset, parent,
+                                 verdict, docs)
 
 
 def _checkpoint_row(context, asset_name: str, variant: Optional[str], key: str, meta: dict, version: str,
@@ -248,7 +249,7 @@ def _checkpoint_row(context, asset_name: str, variant: Optional[str], key: str, 
         "dataset_version": dataset["dataset_version"], "manifest_uri": dataset["manifest_uri"],
         "data_source": dataset["data_source"], "shard_index_uri": dataset.get("shard_index_uri"),
         "profile": profile, "task": meta.get("task", "text"), "steps": int(meta["steps"]),
-        "mlflow_run_id": run_id, "mlflow_model_id": model_id, "dagster_run_id": context.run_id,
+        "mlflow_run_id": run_id, "mlflow_model_id": model_id, "dagster_run_id": context.run.run_id,
         "created_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
         "code_record": meta.get("code"), **code_columns(code),
         "clips_used_uri": meta.get("clips_used_uri"), "clips_used": meta.get("clips_used"),

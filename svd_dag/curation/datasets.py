@@ -218,8 +218,29 @@ def current_dataset(cat, asset: str) -> dict:
     tables = cat.tables()
     rows = cat.rows(sql, [asset]) if asset in tables and "dataset_versions" in tables else []
     if not rows:
-        raise RuntimeError(f"{asset} has no current version: materialize it first")
+        raise RuntimeError(_why_no_current_version(cat, asset, tables))
     return rows[0]
+
+
+EMPTY_VERSION_HINTS = {
+    "lvd_f_eval": "the held-out split is empty: lvd_f holds out about `eval_fraction` of its kept clips by a hash "
+                  "(of whole videos with eval_split_by: video), and this corpus is too small for any to fall in it; "
+                  "raise lvd_f's eval_fraction, set eval_split_by: clip, or add videos",
+    "lvd_f": "no clip survived lvd_f's filters: lower its *_remove fractions or add videos",
+    "hq_finetune_set": "no clip of lvd_f survived the stricter filters: lower hq_finetune_set's *_remove fractions",
+}
+
+
+def _why_no_current_version(cat, asset: str, tables: set) -> str:
+    """Why `asset` has no current version, naming the setting to change when it is an empty one."""
+    if asset not in tables or "dataset_versions" not in tables:
+        return f"{asset} has no current version: materialize it first"
+    newest = cat.rows("SELECT dataset_version, kept FROM dataset_versions WHERE asset = ? "
+                      "ORDER BY created_at DESC LIMIT 1", [asset])
+    if newest and not newest[0]["kept"]:
+        hint = EMPTY_VERSION_HINTS.get(asset, "it holds no clip")
+        return f"{asset}'s current version {newest[0]['dataset_version']} holds no clip: {hint}"
+    return f"{asset} has no current version: materialize it first"
 
 
 def shard_index_uri(key: str, version: str, digest: str) -> str:

@@ -3,12 +3,10 @@ backfill of many from the UI), and the report that ranks the cells."""
 
 import dagster as dg
 
-from svd_dag.assets.ablation import ABLATION_PARTITIONS
-
 filter_ablation_job = dg.define_asset_job(
     "filter_ablation_cell",
     selection=dg.AssetSelection.assets("filter_ablation"),
-    partitions_def=ABLATION_PARTITIONS,
+    # Partitioned like the asset it selects (criterion x level): one run per cell.
     description="one criterion x level cell: subset from the annotations, small model, probe samples",
 )
 

@@ -1,4 +1,5 @@
-"""The code that made an artefact: package version, git commit, lock-file hash, library versions.
+"""The code that made an artefact: package version, git commit, source digest, lock-file hash,
+library versions.
 
 Recorded with every checkpoint so an auditor can rebuild the environment. Nothing is
 guessed: a commit is read from the checkout the package runs from (`git rev-parse`), and is
@@ -56,12 +57,23 @@ def _file_sha256(path: Path) -> str:
         return UNKNOWN
 
 
+def source_sha256(package_dir: Path = PACKAGE_DIR) -> str:
+    """sha256 over the relative paths and bytes of the package's Python files: names the code
+    exactly even where no commit does (a wheel install, uncommitted edits)."""
+    h = hashlib.sha256()
+    for path in sorted(package_dir.rglob("*.py")):
+        h.update(path.relative_to(package_dir).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 @functools.lru_cache(maxsize=1)
 def code_record() -> dict[str, Any]:
     """What produced an artefact in this process (computed once: the code does not change under it)."""
     commit, dirty = _git_state()
     return {
         "package": "svd-dag", "package_version": _version("svd-dag"), "git_commit": commit, "git_dirty": dirty,
+        "source_sha256": source_sha256(),
         "lock_sha256": _file_sha256(LOCK_FILE),
         "libraries": {name: _version(name) for name in LIBRARIES},
     }
@@ -71,6 +83,7 @@ def code_columns(record: dict[str, Any]) -> dict[str, Any]:
     """The record as flat catalog columns (`checkpoints` rows)."""
     libs = record.get("libraries", {})
     return {"code_package_version": record.get("package_version"), "code_git_commit": record.get("git_commit"),
-            "code_git_dirty": record.get("git_dirty"), "code_lock_sha256": record.get("lock_sha256"),
+            "code_git_dirty": record.get("git_dirty"),
+            "code_source_sha256": record.get("source_sha256"), "code_lock_sha256": record.get("lock_sha256"),
             "code_torch": libs.get("torch"), "code_diffusers": libs.get("diffusers"),
             "code_accelerate": libs.get("accelerate")}

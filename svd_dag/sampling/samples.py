@@ -49,8 +49,10 @@ def conditioning_images(task: str, frames: np.ndarray) -> list[np.ndarray]:
 
 
 def render_samples(model: VideoModel, inputs: list[SampleInput], folder: str, *, num_frames: int, height: int,
-                   width: int, steps: int, guidance: Guidance, seeds: list[int], fps: float = 7.0) -> list[RenderedSample]:
-    """Render every input x seed into `folder`/samples/ and write samples.json; returns the index."""
+                   width: int, steps: int, guidance: Guidance, seeds: list[int], fps: float = 7.0,
+                   device: str = "cpu") -> list[RenderedSample]:
+    """Render every input x seed into `folder`/samples/ and write samples.json; returns the index.
+    `device`: where the model runs (it must already be there, in its dtype)."""
     out_dir = os.path.join(folder, SAMPLES_DIR)
     os.makedirs(out_dir, exist_ok=True)
     rendered = []
@@ -60,7 +62,7 @@ def render_samples(model: VideoModel, inputs: list[SampleInput], folder: str, *,
             started = time.perf_counter()
             video = generate(model, images, num_frames=num_frames, height=height, width=width, steps=steps,
                              guidance=guidance, seed=seed, fps=fps, elevation_deg=item.elevation_deg,
-                             prompt=item.prompt if model.task == "text" else None)
+                             prompt=item.prompt if model.task == "text" else None, device=device)
             seconds = time.perf_counter() - started
             stem = f"{item.name}-seed{seed}"
             for ext, data in (("mp4", video_io.encode_mp4(video, fps)), ("gif", video_io.encode_gif(video, fps))):

@@ -42,6 +42,7 @@ class ClipUsage:
         return {"used": dict(self.used), "skipped": self.skipped}
 
     def save(self, folder: str) -> None:
+        os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, STATE_FILE), "w") as f:
             json.dump(self.state(), f)
 

@@ -118,5 +118,6 @@ def fit_tiny_vae(vae, clips: torch.Tensor, steps: int = 120, batch_size: int = 2
 
 @torch.no_grad()
 def encode_frames(vae, frames: torch.Tensor) -> torch.Tensor:
-    """[N, 3, H, W] in [-1, 1] -> scaled latents [N, C, h, w] (a sample of the posterior)."""
-    return vae.encode(frames).latent_dist.sample() * vae.config.scaling_factor
+    """[N, 3, H, W] in [-1, 1] -> scaled latents [N, C, h, w] (a sample of the posterior), in
+    the VAE's dtype (the training's, when it runs frozen in bf16/fp16)."""
+    return vae.encode(frames.to(vae.dtype)).latent_dist.sample() * vae.config.scaling_factor

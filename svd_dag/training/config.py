@@ -27,8 +27,11 @@ class TrainConfig:
     profile: str
     manifest_uri: str
     output_uri: str  # final weights (storage: local folder or s3://)
-    state_dir: str  # resumable accelerate state (local disk)
+    state_dir: str  # local scratch of this machine: model and parent copies, downloaded states
     init_from: str | None = None  # parent checkpoint folder (diffusers layout) or None
+    # Resumable state (resume_state.py): a folder or s3:// prefix under the storage root that
+    # every machine of the run reads; "" keeps it in state_dir/states (tests, ad-hoc runs).
+    state_uri: str = ""
     steps: int = 20  # optimizer steps
     batch_size: int = 2  # micro-batch: samples per process per forward pass
     # The batch one optimizer step sees: batch_size x processes x gradient_accumulation
@@ -135,7 +138,7 @@ class TrainConfig:
 
     def hyperparameters(self) -> dict[str, Any]:
         """What defines the result (for code versions and MLflow params): not where it goes."""
-        skip = {"manifest_uri", "output_uri", "sample_manifest_uri", "state_dir", "init_from", "storage_options", "raw_options", "orbits_uri",
+        skip = {"manifest_uri", "output_uri", "sample_manifest_uri", "state_dir", "state_uri", "init_from", "storage_options", "raw_options", "orbits_uri",
                 "mlflow_tracking_uri", "mlflow_run_id", "models_uri"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 

@@ -194,3 +194,32 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
             if key in kept[0]:
                 out[key] = [it[key] for it in kept]
     return out
+
+
+def dataset_for(cfg) -> torch.utils.data.Dataset:
+    """The dataset a TrainConfig names: orbit renders (multi-view) or a clip manifest."""
+    if cfg.task == "multiview":
+        return OrbitDataset(cfg.orbits_uri, cfg.num_frames, cfg.height, cfg.width, cfg.storage_options,
+                            exclude=cfg.orbits_exclude)
+    rows = read_manifest(cfg.manifest_uri, cfg.storage_options)
+    return ClipDataset(rows, cfg.num_frames, cfg.target_fps, cfg.height, cfg.width, cfg.raw_options, cfg.seed,
+                       shard_options=cfg.storage_options)
+
+
+class EpochShuffle(torch.utils.data.Sampler):
+    """A new order each epoch that depends only on (seed, epoch), so a resumed run can replay
+    the epoch it stopped in and skip the batches it had already trained on. The loader
+    (accelerate's) calls `set_epoch`."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=gen).tolist())
+
+    def __len__(self) -> int:
+        return self.size
