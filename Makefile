@@ -11,4 +11,4 @@ test: setup
 	.venv/bin/python -m pytest
 
 ui: setup
-	DAGSTER_HOME=$${DAGSTER_HOME:-$${SVD_DAG_HOME:-$$PWD/.svd_dag}/dagster} .venv/bin/dagster dev -w workspace.yaml
+	scripts/ui.sh

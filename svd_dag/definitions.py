@@ -33,6 +33,7 @@ from svd_dag.settings import Settings, bundled_samples_dir, load_settings
 def build_resources(settings: Settings) -> dict:
     s3_endpoint = settings.s3_endpoint_url
     return {
+        "orbit_source": StorageResource(uri=settings.orbits_uri, s3_endpoint_url=s3_endpoint),
         "raw_storage": StorageResource(uri=settings.raw_uri or str(bundled_samples_dir()), s3_endpoint_url=s3_endpoint),
         "storage": StorageResource(uri=settings.storage_uri, s3_endpoint_url=s3_endpoint),
         "votes_storage": StorageResource(uri=settings.votes_uri, s3_endpoint_url=s3_endpoint),
@@ -49,7 +50,7 @@ def build_resources(settings: Settings) -> dict:
         "mlflow": MlflowResource(
             tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI") if settings.mlflow_tracking_uri_from_env
             else settings.mlflow_tracking_uri,
-            artifact_location=settings.mlflow_artifacts_uri,
+            artifact_location=settings.mlflow_artifacts_uri, ui_url=settings.mlflow_ui_url,
             s3_endpoint_url=s3_endpoint,
         ),
         "launcher": TrainingLauncherResource(

@@ -8,6 +8,7 @@ $SVD_DAG_HOME/dagster, so the run and its materializations show up in the UI aft
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import sys
@@ -26,30 +27,45 @@ def main() -> int:
     from svd_dag.catalog import Catalog
     from svd_dag.definitions import build_defs
 
+    from svd_dag.demo_progress import log_path_for, output_to_log, run_with_progress
+
+    demo_corpus = not settings.raw_uri
+    if demo_corpus:  # the bundled footage + synthetic camera shots from real photos (svd_dag/demo_corpus.py)
+        from svd_dag.demo_corpus import make_demo_corpus
+
+        settings = dataclasses.replace(settings, raw_uri=make_demo_corpus(os.path.join(settings.home, "demo_raw"),
+                                                                          str(bundled_samples_dir())))
     defs = build_defs(settings)
-    raw = settings.raw_uri or str(bundled_samples_dir())
-    print(f"[svd-dag] curating raw videos from {raw}")
+    raw = settings.raw_uri
+    log_path = log_path_for(settings.home)
     # The bundled samples cut into ~8 clips: the paper's percentile filters would keep one. The demo
     # keeps every clip in lvd_f, holds 20% out for evaluation, and shows what filtering does in the
     # curation study (motion at 12.5 / 25 / 50% removed) instead. Real runs use the asset defaults.
-    lvd_f = DEMO_LVD_F if not settings.raw_uri else {}
-    if lvd_f:
-        print(f"[svd-dag] demo lvd_f settings (few clips): {lvd_f}")
-    with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("recuration").execute_in_process(
-            instance=instance, raise_on_error=False, run_config={"ops": {"lvd_f": {"config": lvd_f}}} if lvd_f else None)
+    lvd_f = DEMO_LVD_F if demo_corpus else {}
+    with dg.DagsterInstance.get() as instance, output_to_log(log_path) as terminal:
+        def run(job_name: str, **kwargs):
+            job = defs.resolve_job_def(job_name)
+            return run_with_progress(instance, job, terminal, lambda: job.execute_in_process(
+                instance=instance, raise_on_error=False, **kwargs))
+
+        terminal.write(f"[svd-dag] curating raw videos from {raw} (full logs: {log_path})\n")
+        if lvd_f:
+            terminal.write(f"[svd-dag] demo lvd_f settings (few clips): {lvd_f}\n")
+        result = run("recuration", run_config={"ops": {"lvd_f": {"config": lvd_f}}} if lvd_f else None)
         if result.success:
-            print("[svd-dag] training the three SVD stages in the tiny profile (accelerate subprocesses)")
-            result = defs.resolve_job_def("training").execute_in_process(instance=instance, raise_on_error=False)
+            terminal.write("[svd-dag] training the three SVD stages in the tiny profile (accelerate subprocesses)\n")
+            result = run("training")
         if result.success:
-            print("[svd-dag] fine-tuning I2V, interpolation, multi-view and camera LoRAs (tiny), with sample videos")
-            result = defs.resolve_job_def("finetunes").execute_in_process(instance=instance, raise_on_error=False)
+            terminal.write("[svd-dag] fine-tuning I2V, interpolation, multi-view and camera LoRAs (tiny), with "
+                           "sample videos\n")
+            result = run("finetunes")
         if result.success:
-            result = _evaluate(defs, instance)
+            result = _evaluate(run, terminal)
     cat = Catalog.from_settings(settings)
     _report(cat, settings, raw)
+    print(f"\nfull logs (Dagster events, library output, training subprocesses): {log_path}")
     if not result.success:
-        print("[svd-dag] the run FAILED; see the step errors above (or open the UI)", file=sys.stderr)
+        print(f"[svd-dag] the run FAILED: the step errors are in {log_path} (or open the UI)", file=sys.stderr)
         return 1
     return 0
 
@@ -59,22 +75,21 @@ DEMO_LVD_F = {"motion_remove": 0.0, "aesthetics_remove": 0.0, "caption_similarit
 STUDY_LEVELS = ("12.5", "25", "50")
 
 
-def _evaluate(defs, instance):
+def _evaluate(run, terminal):
     """FVD on the held-out clips, registry + champion aliases, then the motion row of the study."""
     import dagster as dg
 
-    print("[svd-dag] evaluating: FVD on held-out clips, proxy-judge Elo, MLflow registry and champion aliases")
-    result = defs.resolve_job_def("model_quality").execute_in_process(
-        instance=instance, raise_on_error=False, run_config={"ops": {"fvd_eval": {"config": {"steps": 4, "resize": 112}}}})
+    terminal.write("[svd-dag] evaluating: FVD on held-out clips, proxy-judge Elo, MLflow registry and champion "
+                   "aliases\n")
+    result = run("model_quality", run_config={"ops": {"fvd_eval": {"config": {"steps": 4, "resize": 112}}}})
     if not result.success:
         return result
-    print("[svd-dag] curation study: motion threshold at 12.5 / 25 / 50% removed (one small model each)")
+    terminal.write("[svd-dag] curation study: motion threshold at 12.5 / 25 / 50% removed (one small model each)\n")
     for level in STUDY_LEVELS:
-        result = defs.resolve_job_def("filter_ablation_cell").execute_in_process(
-            instance=instance, raise_on_error=False, partition_key=dg.MultiPartitionKey({"criterion": "motion", "level": level}))
+        result = run("filter_ablation_cell", partition_key=dg.MultiPartitionKey({"criterion": "motion", "level": level}))
         if not result.success:
             return result
-    return defs.resolve_job_def("curation_study_report").execute_in_process(instance=instance, raise_on_error=False)
+    return run("curation_study_report")
 
 
 def _leaderboard(cat, settings) -> None:
@@ -101,7 +116,10 @@ def _leaderboard(cat, settings) -> None:
             print(f"  recommended: {r['criterion']} {r['level']}% removed ({r['rater_kind']} votes"
                   f"{'' if r['separated'] else '; intervals overlap: not a clear winner'}); "
                   "adopt with lvd_f config use_ablation_recommendations: true")
-    print(f"MLflow: {settings.mlflow_tracking_uri}  (.venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}); "
+    from svd_dag.redact import redact
+
+    shown = redact(settings.mlflow_tracking_uri)
+    print(f"MLflow: {shown}  (.venv/bin/mlflow ui --backend-store-uri {shown}); "
           "registered models svd-dag.<family> with a 'champion' alias")
 
 
@@ -116,7 +134,7 @@ def _report(cat, settings, raw: str) -> None:
         for r in cat.rows(
             "SELECT video_uri, count(*) AS n, round(sum(duration_s), 1) AS secs FROM clips GROUP BY video_uri ORDER BY video_uri"
         ):
-            print(f"  {os.path.basename(r['video_uri']):<28} {r['n']:>3} clips  {r['secs']:>6} s")
+            print(f"  {os.path.basename(r['video_uri']):<40} {r['n']:>3} clips  {r['secs']:>6} s")
     if "dataset_versions" in tables:
         import json
 
@@ -162,9 +180,9 @@ def _report(cat, settings, raw: str) -> None:
     print(f"data:    {settings.storage_uri}")
     print(f"catalog: {cat.path}")
     print(f"  ask it: SVD_DAG_HOME={shlex.quote(settings.home)} .venv/bin/svd-dag sql 'SELECT * FROM lvd_f LIMIT 5'")
-    print("open the Dagster UI on the same instance:")
-    print(f"  DAGSTER_HOME={shlex.quote(settings.dagster_home)} SVD_DAG_HOME={shlex.quote(settings.home)} "
-          f".venv/bin/dagster dev -w workspace.yaml   # then http://127.0.0.1:3000")
+    print("open the Dagster and MLflow UIs on the same home (loopback; Ctrl-C stops both):")
+    print(f"  SVD_DAG_HOME={shlex.quote(settings.home)} make ui   # Dagster http://127.0.0.1:3000, "
+          "MLflow http://127.0.0.1:5000")
 
 
 def _lineage(cat, settings) -> None:

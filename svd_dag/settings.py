@@ -65,6 +65,8 @@ class Settings:
     # MLFLOW_TRACKING_URI may carry credentials (https://user:password@host): when it is set, the
     # resource reads it through dg.EnvVar, so its value is never part of the resource config.
     mlflow_tracking_uri_from_env: bool = False
+    orbits_uri: str = ""  # orbit renders for the multi-view fine-tune; "" = synthetic procedural orbits
+    mlflow_ui_url: str = ""  # an MLflow UI serving the embedded store (make ui starts one): links go there
     mlflow_artifacts_uri: str = ""
     # OpenLineage export: JSON lines under home, and an HTTP endpoint (Marquez) when a URL is set.
     # The API key itself is read by the resource through dg.EnvVar; only whether one is set is kept here.
@@ -115,6 +117,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         train_namespace=env.get("SVD_DAG_TRAIN_NAMESPACE") or "",
         # Like the AWS credential chain it goes with: the process environment's unless given.
         s3_endpoint_url=env.get("SVD_DAG_S3_ENDPOINT_URL") or os.environ.get("SVD_DAG_S3_ENDPOINT_URL") or None,
+        mlflow_ui_url=env.get("SVD_DAG_MLFLOW_UI_URL") or "",
+        orbits_uri=env.get("SVD_DAG_ORBITS_URI") or "",
         mlflow_tracking_uri_from_env=bool(env.get("MLFLOW_TRACKING_URI"))
         and env.get("MLFLOW_TRACKING_URI") == os.environ.get("MLFLOW_TRACKING_URI"),
         mlflow_artifacts_uri=env.get("SVD_DAG_MLFLOW_ARTIFACTS") or f"{storage_uri.rstrip('/')}/mlflow-artifacts",

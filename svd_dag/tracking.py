@@ -14,8 +14,9 @@ from typing import Any, Iterator
 
 class Tracker:
     def __init__(self, tracking_uri: str, artifact_location: str, experiment: str = "svd-dag",
-                 s3_endpoint_url: str = ""):
+                 s3_endpoint_url: str = "", ui_url: str = ""):
         self.tracking_uri = tracking_uri
+        self.ui_url = ui_url  # an MLflow UI serving this store (make ui), for links when the store is a file
         self.artifact_location = artifact_location
         self.experiment = experiment
         # MLflow prints "View run ... at <tracking URI>" on every run end, credentials included;
@@ -112,8 +113,8 @@ class Tracker:
 
     def model_link(self, name: str) -> str:
         """A link to a registered model's page, like `run_link`."""
-        if self.tracking_uri.startswith(("http://", "https://")):
-            return f"{self._server_url()}/#/models/{name}"
+        if server := self._server_url():
+            return f"{server}/#/models/{name}"
         return f"mlflow ui --backend-store-uri {self.display_uri}  ->  #/models/{name}"
 
     @property
@@ -123,14 +124,18 @@ class Tracker:
 
         return redact(self.tracking_uri)
 
-    def _server_url(self) -> str:
+    def _server_url(self) -> str | None:
+        """Where a browser finds this store's MLflow UI: the tracking server, or the UI started
+        on the local store; None when neither is known."""
         from svd_dag.redact import without_credentials
 
-        return without_credentials(self.tracking_uri).rstrip("/")
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return without_credentials(self.tracking_uri).rstrip("/")
+        return self.ui_url.rstrip("/") or None
 
     def run_link(self, run_id: str) -> str:
         """A link for the UI: the server's page, or how to open a local store."""
         exp = self.experiment_id()
-        if self.tracking_uri.startswith(("http://", "https://")):
-            return f"{self._server_url()}/#/experiments/{exp}/runs/{run_id}"
+        if server := self._server_url():
+            return f"{server}/#/experiments/{exp}/runs/{run_id}"
         return f"mlflow ui --backend-store-uri {self.display_uri}  ->  #/experiments/{exp}/runs/{run_id}"

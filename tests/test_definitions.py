@@ -101,3 +101,18 @@ def test_workspace_loads_with_the_dagster_cli(tmp_path):
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "All code locations passed validation" in out.stderr + out.stdout
+
+
+@pytest.mark.parametrize("asset, field, bad", [("stage1_image_checkpoint", "profile", "huge"),
+                                               ("stage1_image_checkpoint", "data_source", "s3"),
+                                               ("lvd_f", "eval_split_by", "frame")])
+def test_a_config_choice_outside_its_values_is_refused_before_any_step_runs(tmp_path, asset, field, bad):
+    from svd_dag.settings import load_settings
+
+    defs = build_defs(load_settings({"SVD_DAG_HOME": str(tmp_path / "home")}))
+    job = defs.resolve_job_def("training" if asset.startswith("stage") else "recuration")
+    with pytest.raises(dg.DagsterInvalidConfigError, match=f"{field}.*not in enum type"):
+        job.execute_in_process(run_config={"ops": {asset: {"config": {field: bad}}}},
+                               asset_selection=[dg.AssetKey(asset)] + ([dg.AssetKey("lvd_f_eval")] if asset == "lvd_f"
+                                                                       else []))
+    assert not os.path.exists(tmp_path / "home" / "data")  # nothing ran, nothing was written

@@ -101,8 +101,8 @@ def test_the_k8s_launcher_refuses_what_one_pod_cannot_run():
 
     two = TrainingLauncherResource(state_root="/s", backend="k8s", image="i", num_machines=2)
     with pytest.raises(ValueError, match="a PipesK8sClient pod is one machine"):
-        two._run_pod(None, "s3://b/run.json", {})
+        two.run(None, "s3://b/run.json", {})
     with pytest.raises(ValueError, match="needs `image` and a run config under an s3:// storage root"):
-        TrainingLauncherResource(state_root="/s", backend="k8s")._run_pod(None, "/local/run.json", {})
+        TrainingLauncherResource(state_root="/s", backend="k8s").run(None, "/local/run.json", {})
     with pytest.raises(Exception, match="mixed_precision"):
         TrainingLauncherResource(state_root="/s", mixed_precision="bf32")

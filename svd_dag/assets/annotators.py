@@ -8,7 +8,7 @@ Ray actors (`video_executor`), on the device their config names. Heavy libraries
 open_clip, easyocr, ray) are imported inside the asset bodies.
 """
 
-from typing import Callable
+from typing import Callable, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -27,7 +27,7 @@ class AnnotatorConfig(dg.Config):
 class PlacementConfig(AnnotatorConfig):
     device: str = Field(default="auto", description="auto (CUDA when the worker sees a GPU, else CPU), cpu, cuda or "
                                                     "cuda:N; resolved where the model loads (on Ray: in each actor)")
-    dtype: str = Field(default="auto", description="auto (bf16 on a GPU, fp32 on the CPU), fp32, fp16 or bf16")
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field(default="auto", description="auto (bf16 on a GPU, fp32 on the CPU), fp32, fp16 or bf16")
     batch_frames: int = Field(default=32, description="frames per forward pass, across the clips of a batch")
 
     def placement(self):

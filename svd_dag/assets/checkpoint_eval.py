@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import Optional
+from typing import Literal, Optional
 
 import dagster as dg
 import numpy as np
@@ -227,7 +227,7 @@ def multiview_eval(context: dg.AssetExecutionContext, config: MultiviewEvalConfi
 
 
 class RegistryConfig(dg.Config):
-    metric: str = Field(default="fvd", description="fvd (lower is better) | elo_visual_quality | elo_prompt_following")
+    metric: Literal["fvd", "elo_visual_quality", "elo_prompt_following"] = Field(default="fvd", description="fvd (lower is better) | elo_visual_quality | elo_prompt_following")
     tolerance: float = Field(default=0.0, description="how much worse than the champion a candidate may be")
 
 

@@ -11,7 +11,7 @@ datasets in `assets/datasets.py`; they meet by asset key.
 import dataclasses
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import Literal, Optional
 
 import dagster as dg
 import pyarrow as pa
@@ -98,7 +98,7 @@ class CutPass(dg.Config):
     name: str
     target_fps: Optional[float] = Field(description="frames per second fed to the detector; null = every frame")
     threshold: float
-    detector: str = Field(default="content", description="content | adaptive | zscore (Koala-36M: a frame change more "
+    detector: Literal["content", "adaptive", "zscore"] = Field(default="content", description="content | adaptive | zscore (Koala-36M: a frame change more "
                                                          "than `threshold` sigmas above the last 2 s of changes)")
 
 
@@ -271,7 +271,8 @@ class ClipShardsConfig(dg.Config):
     max_height: int = Field(default=576, description="frames taller than this are scaled down to it (aspect kept, even "
                                                      "sizes, never up); 576 = SVD's highest training resolution")
     crf: int = Field(default=20, description="libx264 constant rate factor: lower is better quality and bigger files")
-    preset: str = Field(default="fast", description="libx264 speed preset (ultrafast ... veryslow)")
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"] = Field(
+        default="fast", description="libx264 speed preset (ultrafast ... veryslow)")
     target_shard_mb: float = Field(default=256.0, description="a shard is closed once it holds this many MB")
     max_clips_per_shard: int = Field(default=1000, description="... or this many clips")
 

@@ -5,7 +5,7 @@ Thin wiring over `svd_dag.curation.filtering` (percentile cuts in SQL) and
 SQL in the catalog; Python only sees counts, cutoffs and histogram bins.
 """
 
-from typing import Optional
+from typing import Literal, Optional
 
 import dagster as dg
 from pydantic import Field
@@ -88,7 +88,7 @@ class LvdFConfig(dg.Config):
     text_max_area: Optional[float] = Field(default=None, description="also drop clips with more text than this (the paper: 0.07)")
     eval_fraction: float = Field(default=0.1, description="share of the kept clips held out (by a stable hash) as "
                                                          "the evaluation split that training never sees")
-    eval_split_by: str = Field(default="clip", description="clip: hash each clip_id | video: hash the video's sha256, "
+    eval_split_by: Literal["clip", "video"] = Field(default="clip", description="clip: hash each clip_id | video: hash the video's sha256, "
                                                            "so a held-out video has no clip in training (use it once "
                                                            "there are enough videos for ~eval_fraction of them)")
     eval_seed: str = Field(default="eval", description="salt of the split's hash: another value draws another "

@@ -10,7 +10,6 @@ run with its dataset and a logged model, and rows in the catalog's `checkpoints`
 import hashlib
 import io
 import json
-import os
 from typing import Optional
 
 import dagster as dg
@@ -100,7 +99,7 @@ class OrbitRendersConfig(dg.Config):
 
 @dg.asset(group_name=GROUP, code_version=source_version("training/orbits.py"), kinds={"duckdb"})
 def orbit_renders(context: dg.AssetExecutionContext, config: OrbitRendersConfig, storage: StorageResource,
-                  catalog: CatalogResource) -> dg.MaterializeResult:
+                  catalog: CatalogResource, orbit_source: StorageResource) -> dg.MaterializeResult:
     """The multi-view training data: objects seen from cameras on an orbit, with each view's
     azimuth and elevation (cameras.json per object). The paper used Objaverse renders; point
     `source_uri` / SVD_DAG_ORBITS_URI at your own. Without one, simple procedural 3D objects
@@ -111,7 +110,7 @@ def orbit_renders(context: dg.AssetExecutionContext, config: OrbitRendersConfig,
     from svd_dag.training.orbits import generate_synthetic_orbits, list_orbit_objects, read_orbit_folder
 
     store = storage.store()
-    source = config.source_uri or os.environ.get("SVD_DAG_ORBITS_URI", "")
+    source = config.source_uri or orbit_source.uri  # SVD_DAG_ORBITS_URI, "" when unset
     if source:
         orbit_store = Store(source, storage.options())
     else:

@@ -13,7 +13,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import dagster as dg
 import pyarrow as pa
@@ -109,7 +109,7 @@ def current_checkpoint(cat: Catalog, asset: str, variant: str = "") -> dict:
 
 
 class StageConfig(dg.Config):
-    profile: str = Field(default="tiny", description="tiny (CPU, minutes) | full (the paper's configuration, GPUs)")
+    profile: Literal["tiny", "full"] = Field(default="tiny", description="tiny (CPU, minutes) | full (the paper's configuration, GPUs)")
     steps: Optional[int] = Field(default=None, description="override the profile's step count")
     batch_size: Optional[int] = Field(default=None, description="micro-batch per process (per GPU)")
     global_batch: Optional[int] = Field(default=None, description="samples per optimizer step = micro-batch x "
@@ -122,7 +122,7 @@ class StageConfig(dg.Config):
     vae_fit_steps: Optional[int] = Field(default=None, description="tiny profile, stage I: steps fitting the small VAE")
     hires_phase: bool = Field(default=False, description="stage II only: then continue at 320x576 with ln sigma ~ "
                                                          "N(0.0, 1.0), SVD's hi-res phase; the asset's checkpoint is that one")
-    data_source: str = Field(default="auto", description="auto: lvd_f / hq_finetune_set clips from clip_shards when it has "
+    data_source: Literal["auto", "reference", "shards"] = Field(default="auto", description="auto: lvd_f / hq_finetune_set clips from clip_shards when it has "
                                                          "run, else by reference into the raw videos | reference | shards")
 
     def overrides(self) -> dict:

@@ -224,8 +224,8 @@ def current_dataset(cat, asset: str) -> dict:
 
 EMPTY_VERSION_HINTS = {
     "lvd_f_eval": "the held-out split is empty: lvd_f holds out about `eval_fraction` of its kept clips by a hash "
-                  "(of whole videos with eval_split_by: video), and this corpus is too small for any to fall in it; "
-                  "raise lvd_f's eval_fraction, set eval_split_by: clip, or add videos",
+                  "(of each clip, or of whole videos with eval_split_by: video), and too few clips were kept for "
+                  "any to fall in it; raise lvd_f's eval_fraction (or use eval_split_by: clip), or add videos",
     "lvd_f": "no clip survived lvd_f's filters: lower its *_remove fractions or add videos",
     "hq_finetune_set": "no clip of lvd_f survived the stricter filters: lower hq_finetune_set's *_remove fractions",
 }

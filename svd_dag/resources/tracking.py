@@ -15,6 +15,8 @@ class MlflowResource(dg.ConfigurableResource):
     artifact_location: str
     experiment: str = "svd-dag"
     s3_endpoint_url: Optional[str] = None  # an S3-compatible endpoint for s3:// artifacts (MinIO, a test server)
+    ui_url: str = ""  # an MLflow UI on a file store (make ui): metadata links point there
 
     def tracker(self) -> Tracker:
-        return Tracker(self.tracking_uri, self.artifact_location, self.experiment, self.s3_endpoint_url or "")
+        return Tracker(self.tracking_uri, self.artifact_location, self.experiment, self.s3_endpoint_url or "",
+                       self.ui_url)
