@@ -61,9 +61,11 @@ class Store:
         parent = posixpath.dirname(target)
         if self.is_local:
             os.makedirs(parent, exist_ok=True)
-            tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+            tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"  # listings skip this staging name
             with open(tmp, "wb") as f:
                 f.write(data)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before it has its name: a crash leaves old or new, not half
             os.replace(tmp, target)
         else:
             self.fs.pipe_file(target, data)

@@ -54,9 +54,26 @@ def test_good_rows_are_kept_and_each_bad_row_is_rejected_with_its_reason():
         "vendor/batch1.csv row 7: time 'yesterday' is not ISO 8601 or a timestamp (Invalid isoformat string: 'yesterday')",
         "vendor/batch1.csv row 8: missing value in column rater_id",
         "vendor/batch1.csv row 9: 1 more cell(s) than the header has columns",
-        "vendor/batch1.csv row 10: pool 'pool b' may only hold letters, digits, '_', '.' and '-'",
+        "vendor/batch1.csv row 10: pool 'pool b' may only hold letters, digits, '_', '.', ':' and '-'",
     ]
     assert rejected[1]["model_b"] == "sora" and rejected[1]["row_number"] == 4  # raw fields travel with the reason
+
+
+def test_the_curation_studys_pools_are_valid_and_every_vote_has_a_stable_id():
+    """`ablation:<criterion>` pools (what filter_ablation_report reads human votes from) are
+    accepted; a vote's id is its file's `vote_id`, else one made from the file's path and row."""
+    data = _csv("p1,m1,m2,a,visual_quality,r1,2024-05-01,ablation:motion",
+                "p2,m1,m2,b,visual_quality,r1,2024-05-01,ablation:aesthetics")
+    valid, rejected = parse_vote_file("s3://votes/v/a.csv", data, {"m1", "m2"}, source="v/a.csv")
+    assert rejected == [] and [v["pool"] for v in valid] == ["ablation:motion", "ablation:aesthetics"]
+    again, _ = parse_vote_file("s3://votes/v/a.csv", data + b"p3,m1,m2,a,visual_quality,r1,2024-05-01,\n",
+                               {"m1", "m2"}, source="v/a.csv")
+    assert [v["vote_id"] for v in again][:2] == [v["vote_id"] for v in valid]  # a grown file keeps its ids
+    other, _ = parse_vote_file("s3://votes/v/b.csv", data, {"m1", "m2"}, source="v/b.csv")
+    assert not {v["vote_id"] for v in other} & {v["vote_id"] for v in valid}  # same bytes, other votes
+    from svd_dag.evaluation.votes import pool_metric_key
+
+    assert pool_metric_key("ablation:motion") == "ablation.motion"
 
 
 def test_parquet_votes_with_typed_columns_and_no_pool_column():
@@ -155,6 +172,12 @@ def _pair_votes(ranking: list[str], names: dict[str, str], axis: str, rater: str
     return votes
 
 
+def _csv_with_ids(rows: list[dict]) -> bytes:
+    columns = ["vote_id"] + HEADER.strip().split(",")
+    return "".join(",".join(str(r.get(c, "")) for c in columns) + "\n"
+                   for r in [dict(zip(columns, columns)), *rows]).encode()
+
+
 def _to_csv(rows: list[dict]) -> bytes:
     return _csv(*(",".join(str(r.get(c, "")) for c in HEADER.strip().split(",")) for r in rows))
 
@@ -191,6 +214,7 @@ def evaluated(s3_endpoint, curated, trained, tmp_path_factory):
     result = defs.resolve_job_def("evaluation").execute_in_process(instance=instance)
     assert result.success
     return {"defs": defs, "instance": instance, "result": result, "cat": cat, "store": votes, "newest": newest,
+            "batch1": humans + bad + judges,
             "settings": settings, "canonical": {a: f"{a}@{newest[a]['data_version']}" for a in STAGES}}
 
 
@@ -285,9 +309,33 @@ def test_nothing_is_counted_twice_and_a_fixed_file_gets_in(evaluated):
     assert cat.rows("SELECT count(*) AS n FROM rejected_votes")[0]["n"] == 3
     assert meta_of(again, "elo_ratings")["votes"] == 90
 
-    store.write_bytes("vendor-a/copy-of-batch1.csv", store.read_bytes("vendor-a/batch1.csv"))
+    # A file that grew: only its new rows are votes (the others keep their ids).
+    grown = _to_csv(evaluated["batch1"] + [{"prompt_id": f"grown-{i}", "model_a": STAGES[2], "model_b": STAGES[1],
+                                             "winner": "a", "axis": "visual_quality", "rater_id": "rater-17",
+                                             "time": "2024-05-03T09:00:00Z"} for i in range(2)])
+    store.write_bytes("vendor-a/batch1.csv", grown)
     meta = meta_of(job.execute_in_process(instance=instance, asset_selection=votes_only), "preference_votes")
-    assert (meta["files_seen"], meta["files_new"], meta["files_skipped"], meta["votes_added"]) == (4, 0, 3, 0)
+    assert (meta["files_new"], meta["votes_added"], meta["votes_already_counted"]) == (1, 2, 60)
+    # Two files with the same bytes are two votes (two raters may well agree on one pair).
+    one = _to_csv([{"prompt_id": "same", "model_a": STAGES[2], "model_b": STAGES[0], "winner": "a",
+                    "axis": "visual_quality", "rater_id": "rater-5", "time": "2024-05-04T09:00:00Z"}])
+    store.write_bytes("vendor-c/one-a.csv", one)
+    store.write_bytes("vendor-c/one-b.csv", one)
+    # Votes with ids re-packaged into another file are counted once; a staging name and a hidden
+    # file (an upload still in flight) are not vote files at all.
+    with_ids = [{"vote_id": f"page-{i}", "prompt_id": f"p{i}", "model_a": STAGES[2], "model_b": STAGES[1],
+                 "winner": "a", "axis": "prompt_following", "rater_id": "rater-9", "time": "2024-05-05T09:00:00Z"}
+                for i in range(3)]
+    store.write_bytes("vendor-d/day1.csv", _csv_with_ids(with_ids))
+    store.write_bytes("vendor-d/.upload-in-flight.csv", _csv_with_ids(with_ids))
+    store.write_bytes("vendor-d/day1.csv.tmp-0123abcd", _csv_with_ids(with_ids))
+    meta = meta_of(job.execute_in_process(instance=instance, asset_selection=votes_only), "preference_votes")
+    assert (meta["files_seen"], meta["files_new"], meta["votes_added"]) == (6, 3, 5)
+    store.write_bytes("vendor-d/all-of-week1.csv", _csv_with_ids(with_ids[::-1]))
+    meta = meta_of(job.execute_in_process(instance=instance, asset_selection=votes_only), "preference_votes")
+    assert (meta["files_new"], meta["votes_added"], meta["votes_already_counted"]) == (1, 0, 3)
+    assert cat.rows("SELECT count(*) AS n FROM preference_votes")[0]["n"] == 97
+    assert cat.rows("SELECT count(DISTINCT vote_id) AS n FROM preference_votes")[0]["n"] == 97
 
     fixed = io.BytesIO()
     pq.write_table(pa.Table.from_pylist([{"prompt_id": "late-1", "model_a": STAGES[2], "model_b": STAGES[0],
@@ -295,5 +343,5 @@ def test_nothing_is_counted_twice_and_a_fixed_file_gets_in(evaluated):
                                           "time": "2024-05-02T09:00:00Z"}]), fixed)
     store.write_bytes("vendor-b/batch2.parquet", fixed.getvalue())
     meta = meta_of(job.execute_in_process(instance=instance, asset_selection=votes_only), "preference_votes")
-    assert (meta["files_new"], meta["files_broken"], meta["votes_added"], meta["dagster/row_count"]) == (1, 0, 1, 91)
+    assert (meta["files_new"], meta["files_broken"], meta["votes_added"], meta["dagster/row_count"]) == (1, 0, 1, 98)
     assert cat.quarantined("preference_votes") == []

@@ -8,6 +8,7 @@ checkpoint's logged model. The parsing and the math live in `svd_dag.evaluation`
 
 import datetime as dt
 import hashlib
+import posixpath
 import json
 from collections import Counter
 
@@ -18,7 +19,8 @@ from pydantic import Field
 from svd_dag.assets.common import md_table, source_version, uri_metadata
 from svd_dag.catalog import Catalog
 from svd_dag.evaluation.votes import (REQUIRED_COLUMNS, VoteFileError, canonical_model_id, leaderboard_rows,
-                                      list_vote_files, model_aliases, parse_vote_file)
+                                      list_vote_files, model_aliases, parse_vote_file,
+                                      pool_metric_key)
 from svd_dag.resources import CatalogResource, MlflowResource, StorageResource
 
 GROUP = "evaluation"
@@ -30,10 +32,11 @@ VOTES_SCHEMA = pa.schema([
     ("prompt_id", _TEXT), ("model_a", _TEXT), ("model_b", _TEXT), ("model_a_id", _TEXT), ("model_b_id", _TEXT),
     ("winner", _TEXT), ("axis", _TEXT), ("pool", _TEXT), ("rater_id", _TEXT), ("rater_kind", _TEXT), ("time", _TIME),
     ("source_file", _TEXT), ("file_sha256", _TEXT), ("row_number", pa.int64()), ("ingested_at", _TIME),
+    ("vote_id", _TEXT),
 ])
 REJECTED_SCHEMA = pa.schema([*((c, _TEXT) for c in (*REQUIRED_COLUMNS, "pool")), ("reason", _TEXT),
                              ("source_file", _TEXT), ("file_sha256", _TEXT), ("row_number", pa.int64()),
-                             ("rejected_at", _TIME)])
+                             ("rejected_at", _TIME), ("vote_id", _TEXT)])
 VOTE_FILES_SCHEMA = pa.schema([("sha256", _TEXT), ("uri", _TEXT), ("bytes", pa.int64()), ("votes", pa.int64()),
                                ("rejected", pa.int64()), ("ingested_at", _TIME)])
 RATINGS_SCHEMA = pa.schema([
@@ -48,10 +51,13 @@ RATINGS_SCHEMA = pa.schema([
 def preference_votes(context: dg.AssetExecutionContext, votes_storage: StorageResource,
                      catalog: CatalogResource) -> dg.MaterializeResult:
     """Pairwise preference votes (prompt, model_a, model_b, winner, axis, rater, time, pool),
-    appended from the CSV / Parquet files under the votes root. A file is ingested once per
-    content (sha256): re-runs, renames and copies add nothing. Bad rows go to `rejected_votes`
-    with their reason; an unreadable file is quarantined (stage `preference_votes`) and read
-    again on the next run, so a fixed file re-added is ingested.
+    from the CSV / Parquet files under the votes root, each counted once by its vote id (the
+    file's `vote_id` column, as the rating page writes it, else one made from the file's path
+    and row): a re-run adds nothing, a file that grew adds its new rows, a re-packaged file
+    with vote ids adds nothing, and two files with identical bytes are two votes. A file is
+    read again only when its bytes change. Bad rows go to `rejected_votes` with their reason;
+    an unreadable file is quarantined (stage `preference_votes`) and read again on the next
+    run, so a fixed file re-added is ingested.
 
     Model names a vote may use, from the catalog's `checkpoints` table: `asset` (or
     `asset:variant`) for that asset's newest checkpoint at ingestion, `data_version`, or
@@ -65,43 +71,46 @@ def preference_votes(context: dg.AssetExecutionContext, votes_storage: StorageRe
     checkpoints = cat.rows("SELECT asset, variant, data_version, created_at FROM checkpoints") \
         if "checkpoints" in tables else []
     aliases = model_aliases(checkpoints)
-    ingested = {r["sha256"] for r in cat.rows("SELECT sha256 FROM vote_files")} if "vote_files" in tables else set()
+    ingested = {(r["uri"], r["sha256"]) for r in cat.rows("SELECT uri, sha256 FROM vote_files")} \
+        if "vote_files" in tables else set()
     now = _now()
     files = list_vote_files(store)
     valid, rejected, new_files, broken, skipped = [], [], [], [], 0
     for uri in files:
         data = store.read_bytes(uri)
         sha = hashlib.sha256(data).hexdigest()
-        if sha in ingested:
+        if (uri, sha) in ingested:
             skipped += 1
             continue
         try:
-            good, bad = parse_vote_file(uri, data, aliases)
+            good, bad = parse_vote_file(uri, data, aliases, source=posixpath.relpath(uri, store.root))
         except VoteFileError as e:
             broken.append({"uri": uri, "sha256": sha, "stage": STAGE, "reason": str(e)})
             context.log.warning(str(e))
             continue
-        ingested.add(sha)  # a second copy in this same listing is skipped too
         source = {"source_file": uri, "file_sha256": sha}
         valid += [{**v, **source, "ingested_at": now} for v in good]
         rejected += [{**r, **source, "rejected_at": now} for r in bad]
         new_files.append({"sha256": sha, "uri": uri, "bytes": len(data), "votes": len(good), "rejected": len(bad),
                           "ingested_at": now})
-    key = ["file_sha256", "row_number"]
-    cat.upsert("preference_votes", pa.Table.from_pylist(valid, schema=VOTES_SCHEMA), key=key)
-    cat.upsert("rejected_votes", pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), key=key)
-    cat.upsert("vote_files", pa.Table.from_pylist(new_files, schema=VOTE_FILES_SCHEMA), key=["sha256"])
+    counted = {v["vote_id"] for v in valid}
+    rejected = [r for r in rejected if r["vote_id"] not in counted]  # a later file fixed the row
+    known = _known_vote_ids(cat, sorted(counted))
+    cat.upsert("preference_votes", pa.Table.from_pylist(_once(valid), schema=VOTES_SCHEMA), key=["vote_id"])
+    cat.upsert("rejected_votes", pa.Table.from_pylist(_once(rejected), schema=REJECTED_SCHEMA), key=["vote_id"])
+    cat.upsert("vote_files", pa.Table.from_pylist(new_files, schema=VOTE_FILES_SCHEMA), key=["uri", "sha256"])
     if broken:
         cat.quarantine(broken)
     cat.release_from_quarantine(STAGE, [f["uri"] for f in new_files])
 
     total = cat.rows("SELECT count(*) AS n FROM preference_votes")[0]["n"]
-    added = Counter(f"{v['axis']}/{v['rater_kind']}" for v in valid)
+    added = Counter(f"{v['axis']}/{v['rater_kind']}" for v in _once(valid) if v["vote_id"] not in known)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(votes_version(cat)),
         metadata={"dagster/row_count": total, "votes_uri": uri_metadata(store.root), "files_seen": len(files),
                   "files_new": len(new_files), "files_skipped": skipped, "files_broken": len(broken),
-                  "votes_added": len(valid), "votes_rejected": len(rejected),
+                  "votes_added": len(counted - known), "votes_already_counted": len(counted & known),
+                  "votes_rejected": len(rejected),
                   "added_by_axis_and_rater_kind": dg.MetadataValue.json(dict(sorted(added.items()))),
                   "broken_files": md_table([{"file": b["uri"], "reason": b["reason"]} for b in broken]),
                   "rejected_examples": md_table([{"reason": r["reason"]} for r in rejected[:20]])},
@@ -179,7 +188,7 @@ def _log_model_metrics(client, run_id: str, rows: list[dict], version: str) -> s
         if not r["mlflow_model_id"]:
             continue
         prefix = ("proxy_" if r["rater_kind"] == "judge" else "") + "elo_" + \
-            ("" if r["pool"] == "main" else f"{r['pool']}_") + r["axis"]
+            ("" if r["pool"] == "main" else f"{pool_metric_key(r['pool'])}_") + r["axis"]
         for suffix, value in (("", r["elo"]), ("_low", r["elo_low"]), ("_high", r["elo_high"])):
             client.log_metric(run_id, prefix + suffix, value, step=step, model_id=r["mlflow_model_id"],
                               dataset_name="preference_votes", dataset_digest=version)
@@ -187,11 +196,29 @@ def _log_model_metrics(client, run_id: str, rows: list[dict], version: str) -> s
     return linked
 
 
+def _known_vote_ids(cat: Catalog, ids: list[str]) -> set[str]:
+    """Which of `ids` the catalog already counts (read before this run's upsert)."""
+    if not ids or "preference_votes" not in cat.tables():
+        return set()
+    if "vote_id" not in {r["column_name"] for r in cat.rows("SELECT column_name FROM (DESCRIBE preference_votes)")}:
+        return set()
+    return {r["vote_id"] for r in cat.rows("SELECT vote_id FROM preference_votes WHERE vote_id IN (SELECT unnest(?))",
+                                           [ids])}
+
+
+def _once(rows: list[dict]) -> list[dict]:
+    """One row per vote id (the last one read), as the catalog keeps them."""
+    return list({r["vote_id"]: r for r in rows}.values())
+
+
 def votes_version(cat: Catalog) -> str:
-    """Content version of the ingested votes: a hash of the vote files they came from."""
-    shas = [r["file_sha256"] for r in cat.rows("SELECT DISTINCT file_sha256 FROM preference_votes ORDER BY 1")] \
-        if "preference_votes" in cat.tables() else []
-    return hashlib.sha256("\n".join(shas).encode()).hexdigest()[:16]
+    """Content version of the ingested votes: a hash of their ids and outcomes."""
+    if "preference_votes" not in cat.tables():
+        return hashlib.sha256(b"").hexdigest()[:16]
+    digest = cat.scalar("SELECT sha256(coalesce(string_agg(coalesce(vote_id, file_sha256 || '#' || row_number) "
+                        "|| ':' || winner, chr(10) ORDER BY coalesce(vote_id, file_sha256 || '#' || row_number)), '')) "
+                        "FROM preference_votes")
+    return digest[:16]
 
 
 def _now() -> dt.datetime:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
 import posixpath
 import re
@@ -34,13 +35,15 @@ from svd_dag.evaluation.elo import bradley_terry, elo_ratings
 from svd_dag.storage import Store
 
 REQUIRED_COLUMNS = ("prompt_id", "model_a", "model_b", "winner", "axis", "rater_id", "time")
-OPTIONAL_COLUMNS = ("pool",)
+OPTIONAL_COLUMNS = ("pool", "vote_id")
 WINNERS = ("a", "b", "tie")
 AXES = ("visual_quality", "prompt_following")
 DEFAULT_POOL = "main"
 JUDGE_PREFIX = "judge:"
-# Pools name MLflow metric keys downstream: keep them to characters MLflow accepts everywhere.
-POOL_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+# Pools name MLflow metric keys downstream (':' becomes '.' there, `pool_metric_key`): keep
+# them to characters MLflow accepts everywhere. ':' separates a study's pools
+# ("ablation:motion").
+POOL_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]+$")
 PARQUET_MAGIC = b"PAR1"
 RATING_GROUP = ("pool", "axis", "rater_kind")
 
@@ -86,25 +89,39 @@ def model_aliases(checkpoints: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     return aliases
 
 
-def parse_vote_file(name: str, data: bytes,
-                    known_models: set[str] | Mapping[str, str]) -> tuple[list[dict], list[dict]]:
+def parse_vote_file(name: str, data: bytes, known_models: set[str] | Mapping[str, str],
+                    source: str = "") -> tuple[list[dict], list[dict]]:
     """Split a vote file into (valid_rows, rejected_rows).
 
     `known_models`: the names a vote may use; a mapping name -> canonical id (see
     `model_aliases`) also resolves aliases. Valid rows hold the cleaned fields plus pool,
-    rater_kind, model_a_id, model_b_id and row_number; rejected rows hold the raw fields,
-    row_number and `reason`. Raises `VoteFileError` (naming `name`) for an empty file, a file
+    rater_kind, model_a_id, model_b_id, row_number and vote_id (`vote_id_of`, from `source`:
+    the file's path under the votes root); rejected rows hold the raw fields, row_number,
+    vote_id and `reason`. Raises `VoteFileError` (naming `name`) for an empty file, a file
     that is neither CSV nor Parquet, or one lacking a required column.
     """
     aliases = dict(known_models) if isinstance(known_models, Mapping) else {m: m for m in known_models}
     valid, rejected = [], []
     for row_number, raw in enumerate(_read_rows(name, data), start=1):
         reason, vote = _check_row(raw, aliases)
+        vote_id = vote_id_of(raw, source or name, row_number)
         if reason:
-            rejected.append({**_raw_fields(raw), "row_number": row_number, "reason": f"{name} row {row_number}: {reason}"})
+            rejected.append({**_raw_fields(raw), "row_number": row_number, "vote_id": vote_id,
+                             "reason": f"{name} row {row_number}: {reason}"})
         else:
-            valid.append({**vote, "row_number": row_number})
+            valid.append({**vote, "row_number": row_number, "vote_id": vote_id})
     return valid, rejected
+
+
+def vote_id_of(raw: Mapping[str, Any], source: str, row_number: int) -> str:
+    """The id a vote is counted under, once: the file's own `vote_id` column when it has one
+    (the rating page writes it; a vendor re-packaging votes must keep it), else one made from
+    the file's path under the votes root and the row, so a file that grows is counted for its
+    new rows only and two files with the same bytes count twice."""
+    given = _text(raw.get("vote_id"))
+    if given:
+        return given
+    return "row:" + hashlib.sha256(f"{source}#{row_number}".encode()).hexdigest()[:32]
 
 
 def _read_rows(name: str, data: bytes) -> list[dict[str, Any]]:
@@ -172,7 +189,7 @@ def _check_row(raw: Mapping[str, Any], aliases: Mapping[str, str]) -> tuple[str 
         return f"axis {fields['axis']!r} is not one of {', '.join(AXES)}", {}
     pool = _text(raw.get("pool")) or DEFAULT_POOL
     if not POOL_PATTERN.match(pool):
-        return f"pool {pool!r} may only hold letters, digits, '_', '.' and '-'", {}
+        return f"pool {pool!r} may only hold letters, digits, '_', '.', ':' and '-'", {}
     for column in ("model_a", "model_b"):
         if fields[column] not in aliases:
             return f"{column} {fields[column]!r} is not a known model", {}
@@ -219,10 +236,20 @@ def _from_epoch(seconds: float) -> dt.datetime:
 
 def list_vote_files(store: Store) -> list[str]:
     """Vote file URIs under the store's root, sorted; names starting with "." or "_" (editor
-    and upload leftovers, Spark's _SUCCESS) are not vote files and are left out."""
+    and upload leftovers, Spark's _SUCCESS, files still being written) and staging names
+    ("<name>.tmp-<id>") are not vote files and are left out."""
     if not store.fs.exists(store.root):
         raise FileNotFoundError(f"votes root does not exist: {store.root} (set SVD_DAG_VOTES_URI)")
-    return [uri for uri in store.list_files() if not posixpath.basename(uri).startswith((".", "_"))]
+    return [uri for uri in store.list_files() if not posixpath.basename(uri).startswith((".", "_"))
+            and not STAGING_NAME.search(posixpath.basename(uri))]
+
+
+STAGING_NAME = re.compile(r"\.tmp-[0-9a-f]+$")
+
+
+def pool_metric_key(pool: str) -> str:
+    """A pool as part of an MLflow metric key (no ':', which MLflow refuses on some systems)."""
+    return pool.replace(":", ".")
 
 
 def leaderboard_rows(votes: Iterable[Mapping[str, Any]], rounds: int = 1000, bootstrap: int = 1000,
