@@ -61,6 +61,11 @@ def test_two_cells_train_render_and_are_ranked_by_the_proxy_judge(curated, study
     assert set(cells) == {"motion|12.5", "motion|50"}
     kept = {r["asset"]: r["kept"] for r in cat.rows("SELECT asset, kept FROM dataset_versions WHERE asset LIKE 'filter_ablation:%'")}
     assert kept["filter_ablation:motion|12.5"] > kept["filter_ablation:motion|50"]  # removing more keeps less
+    # The probe clips (what the judge compares samples with) are in no cell's training data.
+    probe = {r["clip_id"] for r in cat.rows("SELECT clip_id FROM annotations WHERE caption <> '' ORDER BY clip_id "
+                                            "LIMIT ?", [QUICK["probe_clips"]])}
+    trained_on = {r["clip_id"] for r in cat.rows("SELECT clip_id FROM dataset_members WHERE asset LIKE 'filter_ablation:%'")}
+    assert len(probe) == QUICK["probe_clips"] and trained_on and not probe & trained_on
     results = cat.rows("SELECT * FROM ablation_results ORDER BY level")
     assert [r["level"] for r in results] == ["12.5", "50"] and {r["rater_kind"] for r in results} == {"judge"}
     # (the mean of the shuffled runs may sit outside their percentile interval when few votes make it discrete)

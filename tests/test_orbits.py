@@ -373,3 +373,29 @@ def test_orbit_folders_round_trip_through_s3(s3_endpoint, tmp_path):
         remote, here = read_orbit_folder(store, remote_uri), read_orbit_folder(local, local_uri)
         assert remote.object_id == here.object_id and remote.cameras == here.cameras
         assert np.array_equal(remote.frames, here.frames)
+
+
+def test_an_orbit_whose_folder_and_object_id_disagree_is_quarantined_so_the_holdout_cannot_miss(tmp_path):
+    """The held-out split names objects by cameras.json's object_id, the training data by folder:
+    `orbit_renders` refuses an object where the two differ (naming both), keeps the rest."""
+    import shutil
+
+    import dagster as dg
+
+    from svd_dag.catalog import Catalog
+    from svd_dag.definitions import build_defs
+    from svd_dag.settings import load_settings
+
+    source = tmp_path / "orbits"
+    uris = generate_synthetic_orbits(Store(str(source)), "", num_objects=4, num_views=3, size=32, seed=2)
+    renamed = os.path.basename(uris[1].rstrip("/"))
+    shutil.move(str(source / renamed), str(source / "renamed-by-hand"))
+    settings = load_settings({"SVD_DAG_HOME": str(tmp_path / "home"), "SVD_DAG_ORBITS_URI": str(source)})
+    defs = build_defs(settings)
+    result = dg.materialize([defs.get_assets_def("orbit_renders")], resources=defs.resources)
+    assert result.success
+    cat = Catalog.from_settings(settings)
+    ids = {r["object_id"] for r in cat.rows("SELECT object_id FROM orbit_renders")}
+    assert len(ids) == 3 and renamed not in ids
+    [problem] = cat.quarantined("orbit_renders")
+    assert f"object_id {renamed!r} but the folder is 'renamed-by-hand'" in problem["reason"]

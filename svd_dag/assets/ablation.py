@@ -38,16 +38,19 @@ class AblationConfig(StageConfig):
     probe_clips: int = Field(default=PROBE_CLIPS, description="fixed probe clips whose captions every cell renders")
 
 
-def _probe_manifest(cat, store, count: int) -> str:
-    """The fixed probe set: the first `count` annotated clips (by clip_id) with a caption."""
+def _probe_manifest(cat, store, count: int) -> tuple[str, list[str]]:
+    """The fixed probe set: the first `count` annotated clips (by clip_id) with a caption; its
+    manifest URI and clip ids (which no cell trains on: the judge compares samples with these
+    real clips, and a cell that had seen them would be rewarded for memorising)."""
     probe = cat.query(f"SELECT {MANIFEST_COLUMNS} FROM annotations WHERE caption IS NOT NULL AND caption <> '' "
                       "ORDER BY clip_id LIMIT ?", [count])
     if probe.num_rows == 0:
         raise ValueError("no annotated clip has a caption: the ablation has no probe prompts")
-    digest = hashlib.sha256(json.dumps(probe.column("clip_id").to_pylist()).encode()).hexdigest()[:12]
+    ids = probe.column("clip_id").to_pylist()
+    digest = hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:12]
     buf = io.BytesIO()
     pq.write_table(probe, buf)
-    return store.write_once(f"filter_ablation/probe/{digest}/manifest.parquet", buf.getvalue())
+    return store.write_once(f"filter_ablation/probe/{digest}/manifest.parquet", buf.getvalue()), ids
 
 
 @dg.asset(group_name=GROUP, deps=["annotations", stage1_image_checkpoint], partitions_def=ABLATION_PARTITIONS,
@@ -72,15 +75,18 @@ def filter_ablation(context: dg.AssetExecutionContext, config: AblationConfig, s
     cell = cell_name(criterion, level)
     cat, store = catalog.catalog(), storage.store()
     fractions = cell_fractions(criterion, level)
+    probe_uri, probe_ids = _probe_manifest(cat, store, config.probe_clips)
 
     def publish(con):
         result = percentile_filter(con, fractions, source="annotations")
+        con.execute("CREATE OR REPLACE TEMP TABLE ablation_probe AS SELECT unnest(?::VARCHAR[]) AS clip_id", [probe_ids])
         return result, publish_dataset(
             con, store, [DatasetPart(f"filter_ablation:{cell}", f"SELECT {MANIFEST_COLUMNS} FROM annotations "
-                                                                "JOIN filter_outcome USING (clip_id) WHERE kept ORDER BY clip_id")],
-            version_inputs={"ablation_cell": cell, "remove_fractions": fractions},
+                                                                "JOIN filter_outcome USING (clip_id) WHERE kept AND clip_id "
+                                                                "NOT IN (SELECT clip_id FROM ablation_probe) ORDER BY clip_id")],
+            version_inputs={"ablation_cell": cell, "remove_fractions": fractions, "probe": probe_ids},
             report={"remove_fractions": fractions, "cutoffs": result.cutoffs, "removed": result.removed,
-                    "total": result.total},
+                    "total": result.total, "probe_clips_held_out": probe_ids},
             folder=f"filter_ablation/{criterion}/{level}", total=result.total, make_current=False)
 
     result, published = cat.write(publish)
@@ -88,13 +94,13 @@ def filter_ablation(context: dg.AssetExecutionContext, config: AblationConfig, s
     dataset = {"dataset_version": version, "manifest_uri": manifest_uri, "asset": f"filter_ablation:{cell}"}
     trained = train_checkpoint(context, "ablation", config, dataset, current_checkpoint(cat, "stage1_image_checkpoint"),
                                storage, catalog, model_store, mlflow, launcher, variant=cell,
-                               extra={"sample_manifest_uri": _probe_manifest(cat, store, config.probe_clips),
-                                      "sample_count": config.probe_clips})
+                               extra={"sample_manifest_uri": probe_uri, "sample_count": config.probe_clips})
     return dg.MaterializeResult(
         data_version=trained.result.data_version,
         metadata={**checkpoint_metadata(trained, config.profile, store), "cell": cell,
                   "remove_fractions": dg.MetadataValue.json(fractions), "clips_kept": result.kept,
-                  "clips_total": result.total, "cutoff": result.cutoffs.get(criterion)},
+                  "clips_total": result.total, "cutoff": result.cutoffs.get(criterion),
+                  "probe_clips_held_out": len(probe_ids)},
         check_results=lineage_check_results([trained], ("lineage_complete",)),
     )
 

@@ -125,6 +125,11 @@ def orbit_renders(context: dg.AssetExecutionContext, config: OrbitRendersConfig,
         except ValueError as e:  # OrbitFormatError: recorded, the rest of the set still counts
             problems.append({"uri": uri, "stage": "orbit_renders", "reason": str(e)})
             continue
+        folder = uri.rstrip("/").rsplit("/", 1)[-1]
+        if orbit.object_id != folder:  # the held-out split names objects by id, the training data by folder
+            problems.append({"uri": uri, "stage": "orbit_renders", "reason": f"{uri}: cameras.json says object_id "
+                             f"{orbit.object_id!r} but the folder is {folder!r}: rename one so they agree"})
+            continue
         digest.update(orbit_store.read_bytes(f"{uri}/cameras.json"))
         digest.update(hashlib.sha256(orbit.frames.tobytes()).digest())
         rows.append({"object_uri": uri, "object_id": orbit.object_id, "source": orbit.source,
