@@ -132,6 +132,23 @@ def test_model_names_resolve_to_one_canonical_id_per_checkpoint():
                                      "'stage1@v2': a model against itself")
 
 
+def test_a_bare_asset_name_means_the_checkpoint_that_was_current_when_the_vote_was_cast():
+    from svd_dag.evaluation.votes import ModelNames
+
+    rows = [{"asset": "stage1", "variant": "", "data_version": "v1", "created_at": dt.datetime(2024, 1, 1)},
+            {"asset": "stage1", "variant": "", "data_version": "v2", "created_at": dt.datetime(2024, 2, 1)},
+            {"asset": "stage2", "variant": "", "data_version": "w1", "created_at": dt.datetime(2024, 1, 1)}]
+    valid, rejected = parse_vote_file("a.csv", _csv("p,stage1,stage2,a,visual_quality,r,2024-01-15,",
+                                                    "p,stage1,stage2,a,visual_quality,r,2024-03-01,",
+                                                    "p,stage1,stage2,a,visual_quality,r,2023-12-01,",
+                                                    "p,stage1@v1,stage2,a,visual_quality,r,2024-03-01,"),
+                                      ModelNames(rows))
+    assert [(v["row_number"], v["model_a_id"]) for v in valid] == [(1, "stage1@v1"), (2, "stage1@v2"), (4, "stage1@v1")]
+    assert [r["reason"] for r in rejected] == [
+        "a.csv row 3: model_a 'stage1' names no checkpoint that existed at 2023-12-01 00:00 UTC (the first stage1 "
+        "is from 2024-01-01 00:00): name its version, stage1@<data_version>"]
+
+
 def test_leaderboards_keep_judges_apart_with_known_elo():
     vote = {"pool": "main", "axis": "visual_quality", "model_a_id": "x", "model_b_id": "y"}
     rows = leaderboard_rows([{**vote, "rater_kind": "human", "winner": "a"},
@@ -168,7 +185,7 @@ def _pair_votes(ranking: list[str], names: dict[str, str], axis: str, rater: str
                 winner = "tie" if outcome == "tie" else ("a" if (left == better) == (outcome == "win") else "b")
                 votes.append({"prompt_id": f"{axis}-{better}-{worse}-{p}", "model_a": names[left],
                               "model_b": names[right], "winner": winner, "axis": axis, "rater_id": rater,
-                              "time": f"2024-05-0{1 + p % 9}T10:00:00Z"})
+                              "time": f"2030-05-0{1 + p % 9}T10:00:00Z"})
     return votes
 
 
@@ -194,9 +211,9 @@ def evaluated(s3_endpoint, curated, trained, tmp_path_factory):
     humans = _pair_votes(best_first, by_asset, "visual_quality", "rater-17")
     judges = _pair_votes(STAGES, by_asset, "visual_quality", "judge:vlm-a")  # the judge prefers the reverse
     bad = [{"prompt_id": "x1", "model_a": STAGES[0], "model_b": "sora", "winner": "a", "axis": "visual_quality",
-            "rater_id": "r", "time": "2024-05-01"},
+            "rater_id": "r", "time": "2030-05-01"},
            {"prompt_id": "x2", "model_a": STAGES[0], "model_b": STAGES[1], "winner": "left", "axis": "visual_quality",
-            "rater_id": "r", "time": "2024-05-01"},
+            "rater_id": "r", "time": "2030-05-01"},
            {"prompt_id": "x3", "model_a": STAGES[0], "model_b": STAGES[1], "winner": "a", "axis": "visual_quality",
             "rater_id": "r", "time": "last tuesday"}]
     parquet = io.BytesIO()
@@ -312,19 +329,19 @@ def test_nothing_is_counted_twice_and_a_fixed_file_gets_in(evaluated):
     # A file that grew: only its new rows are votes (the others keep their ids).
     grown = _to_csv(evaluated["batch1"] + [{"prompt_id": f"grown-{i}", "model_a": STAGES[2], "model_b": STAGES[1],
                                              "winner": "a", "axis": "visual_quality", "rater_id": "rater-17",
-                                             "time": "2024-05-03T09:00:00Z"} for i in range(2)])
+                                             "time": "2030-05-03T09:00:00Z"} for i in range(2)])
     store.write_bytes("vendor-a/batch1.csv", grown)
     meta = meta_of(job.execute_in_process(instance=instance, asset_selection=votes_only), "preference_votes")
     assert (meta["files_new"], meta["votes_added"], meta["votes_already_counted"]) == (1, 2, 60)
     # Two files with the same bytes are two votes (two raters may well agree on one pair).
     one = _to_csv([{"prompt_id": "same", "model_a": STAGES[2], "model_b": STAGES[0], "winner": "a",
-                    "axis": "visual_quality", "rater_id": "rater-5", "time": "2024-05-04T09:00:00Z"}])
+                    "axis": "visual_quality", "rater_id": "rater-5", "time": "2030-05-04T09:00:00Z"}])
     store.write_bytes("vendor-c/one-a.csv", one)
     store.write_bytes("vendor-c/one-b.csv", one)
     # Votes with ids re-packaged into another file are counted once; a staging name and a hidden
     # file (an upload still in flight) are not vote files at all.
     with_ids = [{"vote_id": f"page-{i}", "prompt_id": f"p{i}", "model_a": STAGES[2], "model_b": STAGES[1],
-                 "winner": "a", "axis": "prompt_following", "rater_id": "rater-9", "time": "2024-05-05T09:00:00Z"}
+                 "winner": "a", "axis": "prompt_following", "rater_id": "rater-9", "time": "2030-05-05T09:00:00Z"}
                 for i in range(3)]
     store.write_bytes("vendor-d/day1.csv", _csv_with_ids(with_ids))
     store.write_bytes("vendor-d/.upload-in-flight.csv", _csv_with_ids(with_ids))
@@ -340,7 +357,7 @@ def test_nothing_is_counted_twice_and_a_fixed_file_gets_in(evaluated):
     fixed = io.BytesIO()
     pq.write_table(pa.Table.from_pylist([{"prompt_id": "late-1", "model_a": STAGES[2], "model_b": STAGES[0],
                                           "winner": "a", "axis": "visual_quality", "rater_id": "rater-17",
-                                          "time": "2024-05-02T09:00:00Z"}]), fixed)
+                                          "time": "2030-05-02T09:00:00Z"}]), fixed)
     store.write_bytes("vendor-b/batch2.parquet", fixed.getvalue())
     meta = meta_of(job.execute_in_process(instance=instance, asset_selection=votes_only), "preference_votes")
     assert (meta["files_new"], meta["files_broken"], meta["votes_added"], meta["dagster/row_count"]) == (1, 0, 1, 98)

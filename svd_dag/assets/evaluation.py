@@ -19,7 +19,7 @@ from pydantic import Field
 from svd_dag.assets.common import md_table, source_version, uri_metadata
 from svd_dag.catalog import Catalog
 from svd_dag.evaluation.votes import (REQUIRED_COLUMNS, VoteFileError, canonical_model_id, leaderboard_rows,
-                                      list_vote_files, model_aliases, parse_vote_file,
+                                      ModelNames, list_vote_files, parse_vote_file,
                                       pool_metric_key)
 from svd_dag.resources import CatalogResource, MlflowResource, StorageResource
 
@@ -60,8 +60,8 @@ def preference_votes(context: dg.AssetExecutionContext, votes_storage: StorageRe
     run, so a fixed file re-added is ingested.
 
     Model names a vote may use, from the catalog's `checkpoints` table: `asset` (or
-    `asset:variant`) for that asset's newest checkpoint at ingestion, `data_version`, or
-    `asset@data_version` for an exact one. Each vote is stored with the canonical id
+    `asset:variant`) for the checkpoint of that asset that was newest when the vote was cast
+    (the one the rater saw), `data_version`, or `asset@data_version` for an exact one. Each vote is stored with the canonical id
     `asset[:variant]@data_version` of both models (`model_a_id`, `model_b_id`). A vote naming
     any other model is rejected for good (its file counts as ingested): deliver it again in a
     new file once the checkpoint exists.
@@ -70,7 +70,7 @@ def preference_votes(context: dg.AssetExecutionContext, votes_storage: StorageRe
     tables = cat.tables()
     checkpoints = cat.rows("SELECT asset, variant, data_version, created_at FROM checkpoints") \
         if "checkpoints" in tables else []
-    aliases = model_aliases(checkpoints)
+    names = ModelNames(checkpoints)
     ingested = {(r["uri"], r["sha256"]) for r in cat.rows("SELECT uri, sha256 FROM vote_files")} \
         if "vote_files" in tables else set()
     now = _now()
@@ -83,7 +83,7 @@ def preference_votes(context: dg.AssetExecutionContext, votes_storage: StorageRe
             skipped += 1
             continue
         try:
-            good, bad = parse_vote_file(uri, data, aliases, source=posixpath.relpath(uri, store.root))
+            good, bad = parse_vote_file(uri, data, names, source=posixpath.relpath(uri, store.root))
         except VoteFileError as e:
             broken.append({"uri": uri, "sha256": sha, "stage": STAGE, "reason": str(e)})
             context.log.warning(str(e))

@@ -89,7 +89,42 @@ def model_aliases(checkpoints: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     return aliases
 
 
-def parse_vote_file(name: str, data: bytes, known_models: set[str] | Mapping[str, str],
+class ModelNames:
+    """The names a vote may use for checkpoints, resolved at the vote's time: `asset@data_version`
+    (the canonical id, `asset:variant@data_version` for a variant), `data_version` and
+    `asset@data_version` name one checkpoint; a bare `asset` (`asset:variant`) names the one
+    that was newest when the vote was cast, the model the rater saw, not the newest at
+    ingestion."""
+
+    def __init__(self, checkpoints: Iterable[Mapping[str, Any]] = (), exact: Mapping[str, str] | None = None):
+        self.exact: dict[str, str] = dict(exact or {})
+        self.history: dict[str, list[tuple[Any, str]]] = defaultdict(list)
+        for row in checkpoints:
+            asset, variant, version = row["asset"], row.get("variant") or "", row.get("data_version") or ""
+            canonical = canonical_model_id(asset, variant, version)
+            self.exact[canonical] = canonical
+            if version:
+                self.exact[version] = canonical
+                self.exact[f"{asset}@{version}"] = canonical
+            self.history[f"{asset}:{variant}" if variant else asset].append((row.get("created_at"), canonical))
+        for versions in self.history.values():
+            versions.sort(key=lambda tc: (tc[0] is not None, tc[0] or dt.datetime.min))
+
+    def resolve(self, name: str, when: dt.datetime) -> tuple[str | None, str]:
+        """(canonical id, "") or (None, why not)."""
+        if name in self.exact:
+            return self.exact[name], ""
+        if name not in self.history:
+            return None, "is not a known model"
+        then = [canonical for created, canonical in self.history[name] if created is None or created <= when]
+        if then:
+            return then[-1], ""
+        first = self.history[name][0][0]
+        return None, (f"names no checkpoint that existed at {when:%Y-%m-%d %H:%M} UTC (the first {name} is from "
+                      f"{first:%Y-%m-%d %H:%M}): name its version, {name}@<data_version>")
+
+
+def parse_vote_file(name: str, data: bytes, known_models: set[str] | Mapping[str, str] | ModelNames,
                     source: str = "") -> tuple[list[dict], list[dict]]:
     """Split a vote file into (valid_rows, rejected_rows).
 
@@ -100,7 +135,11 @@ def parse_vote_file(name: str, data: bytes, known_models: set[str] | Mapping[str
     vote_id and `reason`. Raises `VoteFileError` (naming `name`) for an empty file, a file
     that is neither CSV nor Parquet, or one lacking a required column.
     """
-    aliases = dict(known_models) if isinstance(known_models, Mapping) else {m: m for m in known_models}
+    if isinstance(known_models, ModelNames):
+        aliases = known_models
+    else:
+        aliases = ModelNames(exact=dict(known_models) if isinstance(known_models, Mapping)
+                             else {m: m for m in known_models})
     valid, rejected = [], []
     for row_number, raw in enumerate(_read_rows(name, data), start=1):
         reason, vote = _check_row(raw, aliases)
@@ -174,7 +213,7 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _check_row(raw: Mapping[str, Any], aliases: Mapping[str, str]) -> tuple[str | None, dict]:
+def _check_row(raw: Mapping[str, Any], names: ModelNames) -> tuple[str | None, dict]:
     """(reason, {}) for a bad row, (None, cleaned vote) for a good one."""
     if raw.get(None):  # csv.DictReader files surplus cells under the key None
         return f"{len(raw[None])} more cell(s) than the header has columns", {}
@@ -190,19 +229,21 @@ def _check_row(raw: Mapping[str, Any], aliases: Mapping[str, str]) -> tuple[str 
     pool = _text(raw.get("pool")) or DEFAULT_POOL
     if not POOL_PATTERN.match(pool):
         return f"pool {pool!r} may only hold letters, digits, '_', '.', ':' and '-'", {}
-    for column in ("model_a", "model_b"):
-        if fields[column] not in aliases:
-            return f"{column} {fields[column]!r} is not a known model", {}
-    if fields["model_a"] == fields["model_b"]:
-        return f"model_a and model_b are both {fields['model_a']!r}: a model against itself", {}
-    model_a_id, model_b_id = aliases[fields["model_a"]], aliases[fields["model_b"]]
-    if model_a_id == model_b_id:
-        return (f"model_a {fields['model_a']!r} and model_b {fields['model_b']!r} name the same model "
-                f"{model_a_id!r}: a model against itself"), {}
     try:
         when = parse_time(raw["time"])
     except ValueError as e:
         return f"time {raw['time']!r} is not ISO 8601 or a timestamp ({e})", {}
+    ids = {}
+    for column in ("model_a", "model_b"):
+        ids[column], why = names.resolve(fields[column], when)
+        if ids[column] is None:
+            return f"{column} {fields[column]!r} {why}", {}
+    if fields["model_a"] == fields["model_b"]:
+        return f"model_a and model_b are both {fields['model_a']!r}: a model against itself", {}
+    model_a_id, model_b_id = ids["model_a"], ids["model_b"]
+    if model_a_id == model_b_id:
+        return (f"model_a {fields['model_a']!r} and model_b {fields['model_b']!r} name the same model "
+                f"{model_a_id!r}: a model against itself"), {}
     del fields["time"]  # kept as the parsed datetime below
     return None, {**fields, "winner": winner, "axis": axis, "pool": pool, "time": when,
                   "rater_kind": rater_kind(fields["rater_id"]), "model_a_id": model_a_id, "model_b_id": model_b_id}
