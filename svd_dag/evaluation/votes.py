@@ -64,29 +64,10 @@ def canonical_model_id(asset: str, variant: str | None, data_version: str | None
 
 
 def model_aliases(checkpoints: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    """Every name a vote may use for a checkpoint -> that checkpoint's canonical id.
-
-    From rows of the catalog's `checkpoints` table (asset, variant, data_version, created_at):
-    - `asset`, or `asset:variant` when the variant is non-empty: the newest such checkpoint
-      (as of ingestion: a vote is pinned to the checkpoint current when it was read);
-    - `data_version`, and `asset@data_version` (`asset:variant@data_version`, the canonical
-      id, for a variant): that exact checkpoint.
-    """
-    aliases: dict[str, str] = {}
-    newest: dict[str, tuple[Any, str]] = {}
-    for row in checkpoints:
-        asset, variant, version = row["asset"], row.get("variant") or "", row.get("data_version") or ""
-        name = f"{asset}:{variant}" if variant else asset
-        canonical = canonical_model_id(asset, variant, version)
-        aliases[canonical] = canonical
-        if version:
-            aliases[version] = canonical
-            aliases[f"{asset}@{version}"] = canonical
-        created = row.get("created_at")
-        if name not in newest or (created is not None and (newest[name][0] is None or created > newest[name][0])):
-            newest[name] = (created, canonical)
-    aliases.update({name: canonical for name, (_, canonical) in newest.items()})
-    return aliases
+    """Every name a vote may use for a checkpoint -> its canonical id, as of now: the exact
+    names of `ModelNames`, and each bare `asset` / `asset:variant` for its newest checkpoint."""
+    names = ModelNames(checkpoints)
+    return {**names.exact, **{name: versions[-1][1] for name, versions in names.history.items()}}
 
 
 class ModelNames:
