@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 home=${SVD_DAG_HOME:-$PWD/.svd_dag}
 export SVD_DAG_HOME=$home DAGSTER_HOME=${DAGSTER_HOME:-$home/dagster}
 mkdir -p "$DAGSTER_HOME"
-[ -f "$DAGSTER_HOME/dagster.yaml" ] || printf 'telemetry:\n  enabled: false\n' > "$DAGSTER_HOME/dagster.yaml"
+[ -f "$DAGSTER_HOME/dagster.yaml" ] || printf 'telemetry:\n  enabled: false\nnux:\n  enabled: false\n' > "$DAGSTER_HOME/dagster.yaml"
 # Signals ignored when this script started (it was itself started by `&` somewhere) stay ignored
 # in its children, and `dagster dev` then ignores SIGTERM too: each server starts with them reset.
 with_signals() { .venv/bin/python -c 'import os, signal, sys

@@ -1,0 +1,252 @@
+"""Helpers for the browser tests of the Dagster UI (tests/test_ui_browser.py).
+
+- `browser_unavailable()`: why Chromium cannot be used here (None when it can).
+- `make_homes()` / `materialize()`: a persistent DAGSTER_HOME and SVD_DAG_HOME with real runs in them
+  (materialized in a subprocess, before the UI starts, so the UI shows them).
+- `DagsterDev`: `dagster dev` (webserver + daemon) on 127.0.0.1, in its own session with SIGINT/SIGTERM
+  reset, stopped by its process group.
+- `open_browser()`: Debian's Chromium through Playwright, headless, with every request that leaves
+  loopback aborted and the first-visit "Join the Dagster community" dialog pre-dismissed.
+
+Nothing here talks to anything outside 127.0.0.0/8.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/lib/chromium/chromium"
+# The UI's first-visit dialog ("Join the Dagster community", NUX/CommunityNux.tsx in the webserver's
+# bundle) is skipped when this localStorage key holds a truthy JSON value (useStateWithStorage).
+NUX_STORAGE_KEY = "communityNux"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+
+
+def browser_unavailable() -> str | None:
+    """None when Chromium is here; otherwise why, when installing it was impossible (skip);
+    raises when it could have been installed (scripts/bootstrap.sh does that; the tests must run)."""
+    if os.path.exists(CHROMIUM):
+        return None
+    if os.environ.get("SVD_DAG_SKIP_BROWSER") == "1":
+        return f"SVD_DAG_SKIP_BROWSER=1 and {CHROMIUM} is absent"
+    if shutil.which("apt-get") is None:
+        return f"{CHROMIUM} is absent and there is no apt-get to install Debian's chromium"
+    if os.geteuid() != 0 and (shutil.which("sudo") is None
+                              or subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode != 0):
+        return f"{CHROMIUM} is absent and installing it needs root (no passwordless sudo)"
+    raise RuntimeError(f"{CHROMIUM} is absent but could be installed: run scripts/bootstrap.sh (make test does)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_homes(root: Path, videos: list[str]) -> dict[str, str]:
+    """A Dagster home (telemetry off) and an svd-dag home whose raw folder holds copies of `videos`.
+    Returns the environment the materialization and `dagster dev` run with."""
+    dagster_home, home, raw = root / "dagster_home", root / "svd_home", root / "raw"
+    for d in (dagster_home, home, raw):
+        d.mkdir(parents=True, exist_ok=True)
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    for v in videos:
+        shutil.copy(v, raw / os.path.basename(v))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SVD_DAG_", "DAGSTER_"))}
+    env.update({
+        "DAGSTER_HOME": str(dagster_home), "SVD_DAG_HOME": str(home), "SVD_DAG_RAW_URI": str(raw),
+        "SVD_DAG_MODELS_URI": str(root / "models"), "DAGSTER_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+_MATERIALIZE = """
+import json, sys
+import dagster as dg
+from svd_dag.definitions import build_defs
+job, run_config = sys.argv[1], json.loads(sys.argv[2])
+with dg.DagsterInstance.get() as instance:
+    result = build_defs().resolve_job_def(job).execute_in_process(instance=instance, run_config=run_config,
+                                                                  raise_on_error=False)
+    versions = {e.event_specific_data.materialization.asset_key.to_user_string():
+                e.event_specific_data.materialization.metadata["dataset_version"].value
+                for e in result.get_asset_materialization_events()
+                if "dataset_version" in e.event_specific_data.materialization.metadata}
+    print(json.dumps({"success": result.success, "run_id": result.run_id, "dataset_versions": versions}))
+"""
+
+
+def materialize(env: dict[str, str], job: str, run_config: dict, log: Path, timeout: float = 900) -> dict:
+    """Runs `job` in process, in a subprocess under `env` (so its runs land in env's DAGSTER_HOME).
+    Returns {success, run_id, dataset_versions: {asset: version}}; the run's log goes to `log`."""
+    with open(log, "a") as out:
+        proc = subprocess.run([sys.executable, "-c", _MATERIALIZE, job, json.dumps(run_config)], env=env, cwd=REPO_ROOT,
+                              stdout=subprocess.PIPE, stderr=out, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"materializing {job} failed (rc {proc.returncode}):\n{log.read_text()[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _reset_signals():  # runs in the child before exec: signals ignored by our parent are not ignored there
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+        signal.signal(s, signal.SIG_DFL)
+
+
+class DagsterDev:
+    """`dagster dev -w workspace.yaml` (webserver and daemon) on 127.0.0.1:<free port>."""
+
+    def __init__(self, env: dict[str, str], log: Path):
+        self.env, self.log, self.port = env, log, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> DagsterDev:
+        dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+        self.proc = subprocess.Popen(
+            [dagster, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)],
+            cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=open(self.log, "w"),
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_reset_signals)
+        try:
+            self._wait_ready(timeout=180)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def tail(self, n: int = 4000) -> str:
+        try:
+            return self.log.read_text()[-n:]
+        except OSError:
+            return ""
+
+    def graphql(self, query: str, variables: dict | None = None, timeout: float = 30) -> dict:
+        req = urllib.request.Request(f"{self.url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            body = json.load(r)
+        if body.get("errors"):
+            raise RuntimeError(f"GraphQL errors: {body['errors']}")
+        return body["data"]
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dagster dev exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/server_info", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(f"dagster dev did not answer /server_info in {timeout:.0f} s:\n{self.tail()}")
+        query = """{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
+                      locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+        while time.monotonic() < deadline:
+            entries = self.graphql(query)["workspaceOrError"].get("locationEntries") or []
+            loaded = [e for e in entries if e["loadStatus"] == "LOADED"]
+            if loaded and len(loaded) == len(entries):
+                errors = [e["locationOrLoadError"] for e in entries if e["locationOrLoadError"]["__typename"] == "PythonError"]
+                if errors:
+                    raise RuntimeError(f"the code location failed to load: {errors}")
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"the code location did not load in {timeout:.0f} s:\n{self.tail()}")
+
+    def stop(self) -> None:
+        """SIGINT to the process group (dagster dev stops its webserver, daemon and code server), then
+        SIGKILL to whatever of the group is still there after 30 s."""
+        if self.proc is None:
+            return
+        pgid = self.proc.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        for _ in range(60):  # the group outlives its leader while the children shut down
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.5)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.wait()
+        self.proc = None
+
+
+def _is_loopback(url: str) -> bool:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme in ("data", "blob", "about"):
+        return True
+    return (parsed.hostname or "") in LOOPBACK_HOSTS or (parsed.hostname or "").startswith("127.")
+
+
+@contextlib.contextmanager
+def open_browser():
+    """A headless Chromium context (Debian's binary) that aborts every request off loopback (recorded
+    in `context.blocked`) and starts with the community dialog dismissed."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox", "--disable-dev-shm-usage", "--no-first-run",
+                                           "--disable-background-networking", "--disable-component-update"])
+        try:
+            context = browser.new_context(viewport={"width": 1600, "height": 1000})
+            blocked: list[str] = []
+
+            def guard(route):
+                if _is_loopback(route.request.url):
+                    route.continue_()
+                else:
+                    blocked.append(route.request.url)
+                    route.abort()
+
+            context.route("**/*", guard)
+            context.add_init_script(f"window.localStorage.setItem({json.dumps(NUX_STORAGE_KEY)}, {json.dumps(json.dumps('1'))});")
+            context.set_default_timeout(60_000)
+            context.blocked = blocked
+            yield context
+        finally:
+            browser.close()
+
+
+@contextlib.contextmanager
+def explain_failure(page, dev: DagsterDev, shots: Path, name: str):
+    """On any error inside, saves a screenshot of `page` and adds its path and the tail of the
+    `dagster dev` log to the error, so a failure on CI says what the browser was showing."""
+    try:
+        yield
+    except Exception as exc:
+        shot = shots / f"{name}.png"
+        try:
+            page.screenshot(path=str(shot), full_page=True)
+            where = f"screenshot: {shot} (page {page.url})"
+        except Exception as shot_exc:  # the browser itself may be what broke
+            where = f"no screenshot ({shot_exc})"
+        raise AssertionError(f"{exc}\n{where}\n--- dagster dev log (tail) ---\n{dev.tail(3000)}") from exc
