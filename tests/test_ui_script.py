@@ -1,0 +1,53 @@
+"""`make ui` (scripts/ui.sh): the Dagster UI and the MLflow UI start on one home, on loopback,
+and both stop, their whole process groups, when the script is stopped."""
+
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+
+import psutil
+
+from conftest import _free_port
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _answers(url: str) -> bool:
+    try:
+        return urllib.request.urlopen(url, timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def test_make_ui_serves_dagster_and_mlflow_on_one_home_and_stops_both(tmp_path):
+    dagster_port, mlflow_port = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SVD_DAG_", "DAGSTER_", "MLFLOW_"))}
+    env.update(SVD_DAG_HOME=str(tmp_path / "home"), DAGSTER_PORT=str(dagster_port), MLFLOW_PORT=str(mlflow_port))
+    # Started as `make ui` would be from a terminal job that ignores SIGINT (the inherited case).
+    script = subprocess.Popen(["bash", os.path.join(REPO, "scripts", "ui.sh")], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not (_answers(f"http://127.0.0.1:{dagster_port}/server_info")
+                                              and _answers(f"http://127.0.0.1:{mlflow_port}/health")):
+            assert script.poll() is None, script.stdout.read()
+            time.sleep(1)
+        assert _answers(f"http://127.0.0.1:{dagster_port}/server_info") and _answers(f"http://127.0.0.1:{mlflow_port}/health")
+        assert os.path.exists(tmp_path / "home" / "mlflow.db")  # the UI serves this home's store
+        served = [p for p in psutil.Process(script.pid).children(recursive=True)]
+        assert any("dagster" in " ".join(p.cmdline()) for p in served)
+        script.send_signal(signal.SIGTERM)
+        script.wait(timeout=60)
+        gone_by = time.time() + 30
+        while time.time() < gone_by and any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in served):
+            time.sleep(0.5)
+        assert not [p.pid for p in served if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert not _answers(f"http://127.0.0.1:{dagster_port}/server_info")
+        assert not _answers(f"http://127.0.0.1:{mlflow_port}/health")
+    finally:
+        if script.poll() is None:
+            os.killpg(script.pid, signal.SIGKILL)
+            script.wait()
