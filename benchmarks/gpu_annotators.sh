@@ -22,19 +22,7 @@ SITE_DIR=${SITE_DIR:-/tmp/svd_dag-site}
 WHEELS=${WHEELS:-benchmarks/wheels}
 CRAFT=${CRAFT:-$WHEELS/craft_mlt_25k.fp16.pt}
 
-shopt -s nullglob
-wheels=("$WHEELS"/*.whl)
-if [ ${#wheels[@]} -eq 0 ]; then
-    echo "no wheels in $WHEELS: make them here first (see the top of $0) and carry $WHEELS" >&2
-    exit 2
-fi
-t0=$(date +%s)
-"$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE_DIR" \
-    "${wheels[@]}"
-echo "installed ${#wheels[@]} wheels into $SITE_DIR in $(( $(date +%s) - t0 )) s"
-
-export PYTHONPATH=".:$SITE_DIR${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DO_NOT_TRACK=true
+source benchmarks/carried_wheels.sh
 craft_args=()
 if [ -f "$CRAFT" ]; then
     craft_args=(--craft-weights "$CRAFT")

@@ -45,19 +45,8 @@ PYTHON=${PYTHON:-python3}
 SITE_DIR=${SITE_DIR:-/tmp/svd_dag-training-site}
 WHEELS=${WHEELS:-benchmarks/wheels/training}
 
-shopt -s nullglob
-wheels=("$WHEELS"/*.whl)
-if [ ${#wheels[@]} -eq 0 ]; then
-    echo "no wheels in $WHEELS: make them here first (see the top of $0) and carry $WHEELS" >&2
-    exit 2
-fi
-t0=$(date +%s)
-"$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE_DIR" \
-    "${wheels[@]}"
-echo "installed ${#wheels[@]} wheels into $SITE_DIR in $(( $(date +%s) - t0 )) s: $(cd "$WHEELS" && ls *.whl | tr '\n' ' ')"
-
-export PYTHONPATH=".:$SITE_DIR${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DO_NOT_TRACK=true HF_HUB_DISABLE_TELEMETRY=1
+source benchmarks/carried_wheels.sh
+export HF_HUB_DISABLE_TELEMETRY=1
 if command -v nvidia-smi >/dev/null; then  # a read-only query: the card is measured as found
     nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,power.draw,power.limit --format=csv || true
 fi
