@@ -1,11 +1,14 @@
-"""The Dagster UI in a real browser (headless Debian Chromium through Playwright).
+"""The Dagster UI and the MLflow UI in a real browser (headless Debian Chromium through Playwright).
 
-One curation run is materialized into a persistent Dagster home before the UI starts, then one
-`dagster dev` (webserver + daemon) serves that home on 127.0.0.1 and one browser visits it:
-the asset graph shows every group and the curation assets; lvd_f's page shows its latest
-metadata with the histogram image rendered; lvd_f launched from the Launchpad with another
-`motion_remove` runs (the daemon dequeues it) and its new dataset version shows; a launch that
-filters everything out shows keeps_clips failed. Every request that leaves loopback is aborted.
+An MLflow UI over the home's tracking store starts first (as `make ui` does), then a curation run
+and a short training run are materialized into a persistent Dagster home with metadata links
+pointing at that MLflow UI, then one `dagster dev` (webserver + daemon) serves that home on
+127.0.0.1 and one browser visits it: the asset graph shows every group and the curation assets;
+lvd_f's page shows its latest metadata with the histogram image rendered; a checkpoint's page
+plays its sample preview; its MLflow link opens the run's page with the loss curve; lvd_f
+launched from the Launchpad with another `motion_remove` runs (the daemon dequeues it) and its
+new dataset version shows; a launch that filters everything out shows keeps_clips failed.
+Every request that leaves loopback is aborted.
 
 The tests run in file order and share the one home: the last two add materializations.
 """
@@ -16,6 +19,7 @@ import functools
 import json
 import re
 import time
+import urllib.request
 
 import pytest
 from playwright.sync_api import expect
@@ -23,6 +27,8 @@ from playwright.sync_api import expect
 import ui_servers
 
 KEEP_ALL = {"motion_remove": 0.0, "aesthetics_remove": 0.0, "caption_similarity_remove": 0.0, "text_remove": 0.0}
+STAGES = ["stage1_image_checkpoint", "stage2_video_checkpoint", "stage3_hq_checkpoint"]
+TRAIN_STEPS = 3
 GROUPS = ["curation", "training", "finetunes", "evaluation"]
 RUN_TIMEOUT_MS = 180_000  # a launched run: the daemon's dequeue, the run worker and the step subprocess
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
@@ -31,20 +37,21 @@ expect.set_options(timeout=60_000)  # a 2-core machine busy with other tests ren
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory, bikes_path):
-    try:
-        reason = ui_servers.browser_unavailable()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    if reason:
-        pytest.skip(reason)
+    ui_servers.require_browser()
     root = tmp_path_factory.mktemp("ui_browser")
     env = ui_servers.make_homes(root, [bikes_path])
-    curation = ui_servers.materialize(env, "recuration", {"ops": {"lvd_f": {"config": KEEP_ALL}}}, root / "curation.log")
-    assert curation["success"], (root / "curation.log").read_text()[-4000:]
-    shots = root / "screenshots"
-    shots.mkdir()
-    with ui_servers.DagsterDev(env, root / "dagster_dev.log") as dev:
-        yield {"dev": dev, "url": dev.url, "curation": curation, "shots": shots}
+    with ui_servers.MlflowUi(env, root / "mlflow_ui.log") as mlflow_ui:
+        env["SVD_DAG_MLFLOW_UI_URL"] = mlflow_ui.url
+        curation = ui_servers.materialize(env, "recuration", {"ops": {"lvd_f": {"config": KEEP_ALL}}}, root / "curation.log")
+        assert curation["success"], (root / "curation.log").read_text()[-4000:]
+        short = {"config": {"steps": TRAIN_STEPS, "checkpoint_every": TRAIN_STEPS}}
+        training = ui_servers.materialize(env, "training", {"ops": {"hq_finetune_set": {"config": KEEP_ALL},
+                                                                    **{s: short for s in STAGES}}}, root / "training.log")
+        assert training["success"], (root / "training.log").read_text()[-4000:]
+        shots = root / "screenshots"
+        shots.mkdir()
+        with ui_servers.DagsterDev(env, root / "dagster_dev.log") as dev:
+            yield {"dev": dev, "url": dev.url, "curation": curation, "shots": shots, "mlflow_ui": mlflow_ui.url}
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +189,64 @@ def test_lvd_f_page_shows_metadata_and_histogram(page, ui):
     box = img.bounding_box()
     assert box and box["width"] > 200 and box["height"] > 50, f"the histogram is not drawn on the page: {box}"
     dialog.get_by_role("button", name="Close").click()
+
+
+def open_markdown(page, key: str):
+    """The dialog that a markdown metadata value's "Show Markdown" button opens."""
+    row = page.locator("tr").filter(has=page.get_by_text(key, exact=True))
+    row.get_by_text("Show Markdown").click()
+    return page.get_by_role("dialog").filter(has_text=key)
+
+
+@explained
+def test_checkpoint_page_plays_its_sample_preview(page, ui):
+    page.goto(f"{ui['url']}/assets/stage3_hq_checkpoint")
+    videos = json.loads(metadata_value(page, "sample_videos"))
+    assert videos and all(v.endswith(".mp4") for v in videos), videos
+    dialog = open_markdown(page, "sample_preview")
+    img = dialog.locator("img").first
+    img.wait_for()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle())
+    assert img.evaluate("i => i.src.slice(0, 22)") == "data:image/gif;base64,"
+    assert "Euler steps" in dialog.inner_text()  # the caption under the preview
+    # It plays: the GIF's frames (140 ms each here) show one after another, so snapshots of the
+    # element taken 90 ms apart are not all the same picture.
+    shots = set()
+    for _ in range(12):
+        shots.add(img.screenshot(animations="allow"))
+        page.wait_for_timeout(90)
+    assert len(shots) >= 3, f"the sample preview shows {len(shots)} distinct frame(s) over 1 s: it does not play"
+    dialog.get_by_role("button", name="Close").click()
+
+
+@explained
+def test_mlflow_link_opens_the_run_page_with_its_loss_curve(page, ui):
+    page.goto(f"{ui['url']}/assets/stage3_hq_checkpoint")
+    row = page.locator("tr").filter(has=page.get_by_text("mlflow_run", exact=True))
+    link = row.locator("a").first
+    href = link.get_attribute("href")
+    match = re.fullmatch(re.escape(ui["mlflow_ui"]) + r"/#/experiments/(\d+)/runs/([0-9a-f]{32})", href or "")
+    assert match, f"mlflow_run is not a link to the MLflow UI at {ui['mlflow_ui']}: {href!r}"
+    run_id = match.group(2)
+    with page.context.expect_page() as opened:
+        link.click()  # the UI opens URL metadata in a new tab
+    run_page = opened.value
+    try:
+        run_page.wait_for_load_state()
+        run_page.get_by_text("stage3_hq_checkpoint-", exact=False).first.wait_for()
+        run_page.get_by_role("tab", name="Model metrics").click()
+        card = run_page.locator("[data-testid='experiment-view-compare-runs-card']").filter(
+            has=run_page.get_by_text("loss", exact=True))
+        expect(card).to_have_count(1)
+        expect(card.get_by_text("Step", exact=True)).to_be_visible()  # a curve over steps, not a single bar
+        points = card.locator(".js-plotly-plot path.point")
+        expect(points).to_have_count(TRAIN_STEPS)  # one point per training step logged
+        with urllib.request.urlopen(f"{ui['mlflow_ui']}/api/2.0/mlflow/metrics/get-history?run_id={run_id}"
+                                    "&metric_key=loss", timeout=30) as r:
+            history = json.load(r)["metrics"]
+        assert sorted(m["step"] for m in history) == list(range(1, TRAIN_STEPS + 1)), history
+    finally:
+        run_page.close()
 
 
 @explained

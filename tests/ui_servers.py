@@ -1,10 +1,12 @@
 """Helpers for the browser tests of the Dagster UI (tests/test_ui_browser.py).
 
-- `browser_unavailable()`: why Chromium cannot be used here (None when it can).
+- `browser_unavailable()`: why Chromium cannot be used here (None when it can); `require_browser()`
+  skips or fails a test on that.
 - `make_homes()` / `materialize()`: a persistent DAGSTER_HOME and SVD_DAG_HOME with real runs in them
   (materialized in a subprocess, before the UI starts, so the UI shows them).
 - `DagsterDev`: `dagster dev` (webserver + daemon) on 127.0.0.1, in its own session with SIGINT/SIGTERM
   reset, stopped by its process group.
+- `MlflowUi`: `mlflow ui` over the home's tracking store on 127.0.0.1, stopped by its process group.
 - `open_browser()`: Debian's Chromium through Playwright, headless, with every request that leaves
   loopback aborted and the first-visit "Join the Dagster community" dialog pre-dismissed.
 
@@ -50,6 +52,19 @@ def browser_unavailable() -> str | None:
     raise RuntimeError(f"{CHROMIUM} is absent but could be installed: run scripts/bootstrap.sh (make test does)")
 
 
+def require_browser() -> None:
+    """In a test or fixture: skip when Chromium cannot be had here (`browser_unavailable`), fail
+    when it could have been installed but was not."""
+    import pytest
+
+    try:
+        reason = browser_unavailable()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    if reason:
+        pytest.skip(reason)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -80,9 +95,14 @@ import json, sys
 import dagster as dg
 from svd_dag.definitions import build_defs
 job, run_config = sys.argv[1], json.loads(sys.argv[2])
+defs = build_defs()
+if job.startswith("assets:"):  # assets:<key>,<key>: the implicit job of just those assets
+    keys = [dg.AssetKey.from_user_string(k) for k in job.removeprefix("assets:").split(",")]
+    job_def = defs.resolve_implicit_job_def_def_for_assets(keys).get_subset(asset_selection=set(keys))
+else:
+    job_def = defs.resolve_job_def(job)
 with dg.DagsterInstance.get() as instance:
-    result = build_defs().resolve_job_def(job).execute_in_process(instance=instance, run_config=run_config,
-                                                                  raise_on_error=False)
+    result = job_def.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
     versions = {e.event_specific_data.materialization.asset_key.to_user_string():
                 e.event_specific_data.materialization.metadata["dataset_version"].value
                 for e in result.get_asset_materialization_events()
@@ -92,7 +112,8 @@ with dg.DagsterInstance.get() as instance:
 
 
 def materialize(env: dict[str, str], job: str, run_config: dict, log: Path, timeout: float = 900) -> dict:
-    """Runs `job` in process, in a subprocess under `env` (so its runs land in env's DAGSTER_HOME).
+    """Runs `job` (a job name, or "assets:<key>,<key>" for just those assets) in process, in a
+    subprocess under `env` (so its runs land in env's DAGSTER_HOME).
     Returns {success, run_id, dataset_versions: {asset: version}}; the run's log goes to `log`."""
     with open(log, "a") as out:
         proc = subprocess.run([sys.executable, "-c", _MATERIALIZE, job, json.dumps(run_config)], env=env, cwd=REPO_ROOT,
@@ -174,28 +195,69 @@ class DagsterDev:
         raise RuntimeError(f"the code location did not load in {timeout:.0f} s:\n{self.tail()}")
 
     def stop(self) -> None:
-        """SIGINT to the process group (dagster dev stops its webserver, daemon and code server), then
-        SIGKILL to whatever of the group is still there after 30 s."""
-        if self.proc is None:
-            return
-        pgid = self.proc.pid
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGINT)
+        stop_group(self.proc)
+        self.proc = None
+
+
+def stop_group(proc: subprocess.Popen | None, sig: int = signal.SIGINT, grace: float = 30) -> None:
+    """`sig` to the process group `proc` leads (a server started with start_new_session), then
+    SIGKILL to whatever of the group is still there after `grace` seconds."""
+    if proc is None:
+        return
+    pgid = proc.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    for _ in range(int(grace * 2)):  # the group outlives its leader while the children shut down
         try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        for _ in range(60):  # the group outlives its leader while the children shut down
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.wait()
+
+
+class MlflowUi:
+    """`mlflow ui` on 127.0.0.1:<free port> over an svd-dag home's embedded tracking store (what
+    `make ui` starts), so that metadata links of runs made with SVD_DAG_MLFLOW_UI_URL = `url` open."""
+
+    def __init__(self, env: dict[str, str], log: Path):
+        self.env, self.log, self.port = env, log, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> MlflowUi:
+        mlflow = os.path.join(os.path.dirname(sys.executable), "mlflow")
+        store = f"sqlite:///{os.path.join(self.env['SVD_DAG_HOME'], 'mlflow.db')}"
+        self.proc = subprocess.Popen(
+            [mlflow, "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            env=self.env, stdin=subprocess.DEVNULL, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_reset_signals)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow ui exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
             try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.5)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-        if self.proc.poll() is None:
-            self.proc.wait()
+                with urllib.request.urlopen(f"{self.url}/health", timeout=5) as r:
+                    if r.status == 200:
+                        return self
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"mlflow ui did not answer /health in 120 s:\n{self.log.read_text()[-3000:]}")
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        stop_group(self.proc, signal.SIGTERM)
         self.proc = None
 
 

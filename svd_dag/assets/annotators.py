@@ -13,7 +13,7 @@ from typing import Callable, Literal
 import dagster as dg
 from pydantic import Field
 
-from svd_dag.assets.common import md_table, source_version
+from svd_dag.assets.common import retry_transient_errors, md_table, source_version
 from svd_dag.resources import CatalogResource, ModelStoreResource, StorageResource, VideoExecutorResource
 
 GROUP = "curation"
@@ -134,6 +134,7 @@ class MotionConfig(AnnotatorConfig):
 
 @dg.asset(group_name=GROUP, deps=["clips"], code_version=source_version("curation/motion.py", *BATCH_CODE),
           kinds={"duckdb", "opencv"})
+@retry_transient_errors
 def motion_scores(context: dg.AssetExecutionContext, config: MotionConfig, storage: StorageResource,
                   catalog: CatalogResource, video_executor: VideoExecutorResource) -> dg.MaterializeResult:
     """Motion per clip: Farneback dense optical flow between consecutive 2-fps samples, mean
@@ -164,6 +165,7 @@ class OcrConfig(ModelAnnotatorConfig):
 
 @dg.asset(group_name=GROUP, deps=["clips"], code_version=source_version("curation/ocr.py", *BATCH_CODE),
           kinds={"duckdb", "pytorch"})
+@retry_transient_errors
 def ocr_scores(context: dg.AssetExecutionContext, config: OcrConfig, storage: StorageResource,
                catalog: CatalogResource, video_executor: VideoExecutorResource) -> dg.MaterializeResult:
     """Text area per clip: CRAFT text detection (easyocr's detector, real weights) on the
@@ -189,6 +191,7 @@ class ClipEmbeddingsConfig(ModelAnnotatorConfig):
 @dg.asset(group_name=GROUP, deps=["clips"],
           code_version=source_version("curation/clip_model.py", "curation/embedding_files.py", *BATCH_CODE),
           kinds={"duckdb", "pytorch", "parquet"})
+@retry_transient_errors
 def clip_embeddings(context: dg.AssetExecutionContext, config: ClipEmbeddingsConfig, storage: StorageResource,
                     catalog: CatalogResource, model_store: ModelStoreResource,
                     video_executor: VideoExecutorResource) -> dg.MaterializeResult:
@@ -240,6 +243,7 @@ def _by_file(clips: list[dict]) -> dict[str, list[dict]]:
 
 @dg.asset(group_name=GROUP, deps=["clip_embeddings"], code_version=source_version("curation/aesthetic.py", "curation/embedding_files.py", *BATCH_CODE),
           kinds={"duckdb", "pytorch"})
+@retry_transient_errors
 def aesthetic_scores(context: dg.AssetExecutionContext, config: AnnotatorConfig, storage: StorageResource,
                      catalog: CatalogResource, model_store: ModelStoreResource) -> dg.MaterializeResult:
     """LAION aesthetic score per clip: the LAION predictor head (real weights) applied to each
@@ -296,6 +300,7 @@ class CaptionsConfig(ModelAnnotatorConfig):
 
 @dg.asset(group_name=GROUP, deps=["clips"], code_version=source_version("curation/captioners.py", *BATCH_CODE),
           kinds={"duckdb", "pytorch"})
+@retry_transient_errors
 def captions(context: dg.AssetExecutionContext, config: CaptionsConfig, storage: StorageResource,
              catalog: CatalogResource, model_store: ModelStoreResource,
              video_executor: VideoExecutorResource) -> dg.MaterializeResult:
@@ -320,6 +325,7 @@ def captions(context: dg.AssetExecutionContext, config: CaptionsConfig, storage:
 @dg.asset(group_name=GROUP, deps=["captions", "clip_embeddings"],
           code_version=source_version("curation/clip_model.py", "curation/embedding_files.py", *BATCH_CODE),
           kinds={"duckdb", "pytorch"})
+@retry_transient_errors
 def caption_similarity(context: dg.AssetExecutionContext, config: PlacementConfig, storage: StorageResource,
                        catalog: CatalogResource, model_store: ModelStoreResource) -> dg.MaterializeResult:
     """CLIP similarity between each clip's CoCa caption and its key frames: the cosine between

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from svd_dag.assets.common import md_table, source_version
+from svd_dag.assets.common import retry_transient_errors, link_metadata, md_table, source_version
 from svd_dag.assets.finetunes import i2v_checkpoint, interpolation_checkpoint, multiview_checkpoint, orbit_renders
 from svd_dag.assets.training import current_checkpoint, stage2_video_checkpoint, stage3_hq_checkpoint
 from svd_dag.curation.datasets import current_dataset
@@ -47,6 +47,7 @@ def _local_checkpoint(storage: StorageResource, uri: str, tmp: str) -> str:
                                   interpolation_checkpoint],
           code_version=source_version("evaluation/checkpoint_fvd.py", "evaluation/fvd.py", "evaluation/i3d.py"),
           pool="gpu", kinds={"pytorch", "mlflow"})
+@retry_transient_errors
 def fvd_eval(context: dg.AssetExecutionContext, config: FvdEvalConfig, storage: StorageResource,
              catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     """FVD of each checkpoint family's current checkpoint against the held-out clips of `lvd_f`
@@ -125,7 +126,7 @@ def fvd_eval(context: dg.AssetExecutionContext, config: FvdEvalConfig, storage: 
                                    for r in results]),
                   "protocol": dg.MetadataValue.json(json.loads(results[0]["protocol"])),
                   "skipped": dg.MetadataValue.json(skipped), "features": extractor.features,
-                  "mlflow_run": tracker.run_link(run_id)},
+                  "mlflow_run": link_metadata(tracker.run_link(run_id))},
     )
 
 
@@ -154,6 +155,7 @@ class MultiviewEvalConfig(dg.Config):
 @dg.asset(group_name=GROUP, deps=[multiview_checkpoint, orbit_renders],
           code_version=source_version("evaluation/multiview_metrics.py", "sampling/generate.py"), pool="gpu",
           kinds={"pytorch", "mlflow"})
+@retry_transient_errors
 def multiview_eval(context: dg.AssetExecutionContext, config: MultiviewEvalConfig, storage: StorageResource,
                    catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource
                    ) -> dg.MaterializeResult:
@@ -221,7 +223,7 @@ def multiview_eval(context: dg.AssetExecutionContext, config: MultiviewEvalConfi
                      for k, v in extra.items()},
                   "objects": md_table([{k: (round(v, 3) if isinstance(v, float) else v)
                                                                     for k, v in r.items()} for r in rows]),
-                  "views_scored_per_object": f - 1, "mlflow_run": tracker.run_link(run_id),
+                  "views_scored_per_object": f - 1, "mlflow_run": link_metadata(tracker.run_link(run_id)),
                   "note": "synthetic-procedural objects" if {r["source"] for r in rows} == {"synthetic-procedural"}
                   else "user orbit renders"})
 
@@ -250,6 +252,7 @@ def _metric_of(cat, metric: str, row: dict) -> Optional[float]:
           check_specs=[dg.AssetCheckSpec("not_worse_than_champion", asset="registered_checkpoints", blocking=True,
                                          description="each candidate is not worse than its family's champion on the "
                                                      "configured metric; blocks the alias move otherwise")])
+@retry_transient_errors
 def registered_checkpoints(context: dg.AssetExecutionContext, config: RegistryConfig, catalog: CatalogResource,
                            mlflow: MlflowResource) -> dg.MaterializeResult:
     """Each family's current checkpoint as a version of the MLflow registered model
@@ -326,6 +329,7 @@ def registered_checkpoints(context: dg.AssetExecutionContext, config: RegistryCo
 
 
 @dg.asset(group_name=GROUP, deps=[registered_checkpoints], code_version=source_version("tracking.py"), kinds={"mlflow"})
+@retry_transient_errors
 def champion_aliases(context: dg.AssetExecutionContext, catalog: CatalogResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     """Points each family's `champion` alias at the candidate `registered_checkpoints` just
     registered. Downstream of a blocking check: it never runs when a candidate is worse."""

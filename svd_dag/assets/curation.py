@@ -17,7 +17,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from svd_dag.assets.common import md_table, source_version, uri_metadata
+from svd_dag.assets.common import retry_transient_errors, md_table, source_version, uri_metadata
 from svd_dag.catalog import Catalog, replace_table_on, table_names, upsert_on
 from svd_dag.curation.datasets import json_digest, now, relation_digest
 from svd_dag.resources import CatalogResource, StorageResource, VideoExecutorResource
@@ -42,6 +42,7 @@ def _inventory_row(store, uri: str, previous: dict) -> dict:
     code_version=source_version("curation/inventory.py", "curation/media.py", "storage.py"),
     kinds={"duckdb"},
 )
+@retry_transient_errors
 def raw_videos(context: dg.AssetExecutionContext, raw_storage: StorageResource, catalog: CatalogResource) -> dg.MaterializeResult:
     """Inventory of every file under the raw root (SVD_DAG_RAW_URI): size, sha256, container,
     codec, fps, frame count, size and duration.
@@ -126,6 +127,7 @@ CLIPS_CODE = source_version("curation/cuts.py", "curation/video_scan.py", "curat
 
 
 @dg.asset(group_name=GROUP, deps=[raw_videos], code_version=CLIPS_CODE, kinds={"duckdb"})
+@retry_transient_errors
 def clips(
     context: dg.AssetExecutionContext,
     config: ClipsConfig,
@@ -278,6 +280,7 @@ class ClipShardsConfig(dg.Config):
 
 
 @dg.asset(group_name=GROUP, deps=["lvd_f"], code_version=SHARDS_CODE, kinds={"duckdb", "parquet"})
+@retry_transient_errors
 def clip_shards(
     context: dg.AssetExecutionContext,
     config: ClipShardsConfig,

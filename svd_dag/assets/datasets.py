@@ -10,7 +10,7 @@ from typing import Literal, Optional
 import dagster as dg
 from pydantic import Field
 
-from svd_dag.assets.common import md_table, png_markdown, source_version, uri_metadata
+from svd_dag.assets.common import retry_transient_errors, md_table, png_markdown, source_version, uri_metadata
 from svd_dag.resources import CatalogResource, StorageResource
 
 GROUP = "curation"
@@ -42,6 +42,7 @@ METRIC_OF = {"motion": "motion_score", "text": "text_area", "aesthetics": "aesth
     code_version=source_version("curation/stats.py", "curation/datasets.py", extra=ANNOTATIONS_SQL),
     kinds={"duckdb"},
 )
+@retry_transient_errors
 def annotations(context: dg.AssetExecutionContext, storage: StorageResource, catalog: CatalogResource) -> dg.MaterializeResult:
     """The joined per-clip view the filters run on: every clip with its current motion, text,
     aesthetic, caption-similarity scores and caption. Reports the paper's Table 1 (clips,
@@ -116,6 +117,7 @@ LVD_F_CODE = source_version("curation/filtering.py", "curation/datasets.py")
     check_specs=[dg.AssetCheckSpec("keeps_clips", asset="lvd_f", blocking=True,
                                    description="fails (and blocks downstream training) when the filters keep no clip")],
 )
+@retry_transient_errors
 def lvd_f(context: dg.AssetExecutionContext, config: LvdFConfig, storage: StorageResource, catalog: CatalogResource):
     """LVD-F, the filtered dataset, and its evaluation split, written in one catalog transaction.
 

@@ -16,7 +16,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from svd_dag.assets.common import md_table, source_version, uri_metadata
+from svd_dag.assets.common import retry_transient_errors, link_metadata, md_table, source_version, uri_metadata
 from svd_dag.catalog import Catalog
 from svd_dag.evaluation.votes import (REQUIRED_COLUMNS, VoteFileError, canonical_model_id, leaderboard_rows,
                                       ModelNames, list_vote_files, parse_vote_file,
@@ -48,6 +48,7 @@ RATINGS_SCHEMA = pa.schema([
 
 
 @dg.asset(group_name=GROUP, code_version=source_version("evaluation/votes.py"), kinds={"duckdb"})
+@retry_transient_errors
 def preference_votes(context: dg.AssetExecutionContext, votes_storage: StorageResource,
                      catalog: CatalogResource) -> dg.MaterializeResult:
     """Pairwise preference votes (prompt, model_a, model_b, winner, axis, rater, time, pool),
@@ -126,6 +127,7 @@ class EloConfig(dg.Config):
 
 @dg.asset(group_name=GROUP, deps=[preference_votes], kinds={"duckdb", "mlflow"},
           code_version=source_version("evaluation/elo.py", "evaluation/votes.py"))
+@retry_transient_errors
 def elo_ratings(context: dg.AssetExecutionContext, config: EloConfig, votes_storage: StorageResource,
                 catalog: CatalogResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     """Ratings of the checkpoints from all preference votes, per (pool, axis, rater_kind):
@@ -173,7 +175,7 @@ def elo_ratings(context: dg.AssetExecutionContext, config: EloConfig, votes_stor
     return dg.MaterializeResult(
         data_version=dg.DataVersion(hashlib.sha256(json.dumps([version, config.model_dump()]).encode()).hexdigest()[:16]),
         metadata={"dagster/row_count": len(rows), "votes": len(votes), "votes_version": version,
-                  "mlflow_run": tracker.run_link(run_id), "models_not_in_checkpoints": ", ".join(unlinked) or "-",
+                  "mlflow_run": link_metadata(tracker.run_link(run_id)), "models_not_in_checkpoints": ", ".join(unlinked) or "-",
                   **{name: md_table(board) for name, board in sorted(leaderboards.items())}},
     )
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from svd_dag.assets.common import md_table, source_version, uri_metadata
+from svd_dag.assets.common import retry_transient_errors, link_metadata, md_table, source_version, uri_metadata
 from svd_dag.assets.lineage_checks import lineage_check_results, lineage_check_specs
 from svd_dag.assets.training import (TRAINING_CODE, StageConfig, TrainedCheckpoint, checkpoint_metadata,
                                      current_checkpoint, hq_finetune_set, stage2_video_checkpoint, train_checkpoint)
@@ -59,6 +59,7 @@ def _finetune(context, stage_key: str, config: StageConfig, dataset_asset: str, 
 
 @dg.asset(group_name=GROUP, deps=[stage2_video_checkpoint, hq_finetune_set, "clip_shards"], code_version=TRAINING_CODE,
           pool="gpu", kinds={"pytorch", "mlflow", "diffusers"}, check_specs=lineage_check_specs("i2v_checkpoint"))
+@retry_transient_errors
 def i2v_checkpoint(context: dg.AssetExecutionContext, config: I2vConfig, storage: StorageResource,
                    catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource,
                    launcher: TrainingLauncherResource) -> dg.MaterializeResult:
@@ -76,6 +77,7 @@ def i2v_checkpoint(context: dg.AssetExecutionContext, config: I2vConfig, storage
 
 @dg.asset(group_name=GROUP, deps=[i2v_checkpoint, hq_finetune_set, "clip_shards"], code_version=TRAINING_CODE,
           pool="gpu", kinds={"pytorch", "mlflow"}, check_specs=lineage_check_specs("interpolation_checkpoint"))
+@retry_transient_errors
 def interpolation_checkpoint(context: dg.AssetExecutionContext, config: FinetuneConfig, storage: StorageResource,
                              catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource,
                              launcher: TrainingLauncherResource) -> dg.MaterializeResult:
@@ -98,6 +100,7 @@ class OrbitRendersConfig(dg.Config):
 
 
 @dg.asset(group_name=GROUP, code_version=source_version("training/orbits.py"), kinds={"duckdb"})
+@retry_transient_errors
 def orbit_renders(context: dg.AssetExecutionContext, config: OrbitRendersConfig, storage: StorageResource,
                   catalog: CatalogResource, orbit_source: StorageResource) -> dg.MaterializeResult:
     """The multi-view training data: objects seen from cameras on an orbit, with each view's
@@ -160,6 +163,7 @@ def orbit_renders(context: dg.AssetExecutionContext, config: OrbitRendersConfig,
 
 @dg.asset(group_name=GROUP, deps=[i2v_checkpoint, orbit_renders], code_version=TRAINING_CODE, pool="gpu",
           kinds={"pytorch", "mlflow"}, check_specs=lineage_check_specs("multiview_checkpoint"))
+@retry_transient_errors
 def multiview_checkpoint(context: dg.AssetExecutionContext, config: FinetuneConfig, storage: StorageResource,
                          catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource,
                          launcher: TrainingLauncherResource) -> dg.MaterializeResult:
@@ -187,6 +191,7 @@ class CameraLabelConfig(dg.Config):
 
 @dg.asset(group_name=GROUP, deps=["annotations"], code_version=source_version("curation/camera_motion.py"),
           kinds={"duckdb"})
+@retry_transient_errors
 def camera_motion_labels(context: dg.AssetExecutionContext, config: CameraLabelConfig,
                          catalog: CatalogResource) -> dg.MaterializeResult:
     """Camera motion per clip (static / horizontal_pan / zoom / other) from the flow curation
@@ -214,6 +219,7 @@ def camera_motion_labels(context: dg.AssetExecutionContext, config: CameraLabelC
           check_specs=[dg.AssetCheckSpec("adapter_per_label", asset="camera_motion_loras",
                                          description="every camera label (static, horizontal_pan, zoom) got an adapter"),
                        *lineage_check_specs("camera_motion_loras")])
+@retry_transient_errors
 def camera_motion_loras(context: dg.AssetExecutionContext, config: FinetuneConfig, storage: StorageResource,
                         catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource,
                         launcher: TrainingLauncherResource) -> dg.MaterializeResult:
@@ -267,7 +273,7 @@ def camera_motion_loras(context: dg.AssetExecutionContext, config: FinetuneConfi
     version = hashlib.sha256("".join(t.result.data_version.value for t in adapters.values()).encode()).hexdigest()[:16]
     first = next(iter(adapters.values()))
     metadata = {f"{label}_adapter": uri_metadata(f"{t.checkpoint_uri}/adapter") for label, t in adapters.items()}
-    metadata.update({f"{label}_mlflow_run": t.tracker.run_link(t.run_id) for label, t in adapters.items()})
+    metadata.update({f"{label}_mlflow_run": link_metadata(t.tracker.run_link(t.run_id)) for label, t in adapters.items()})
     preview = checkpoint_metadata(first, config.profile, store)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),

@@ -19,7 +19,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from svd_dag.assets.common import source_version, uri_metadata
+from svd_dag.assets.common import retry_transient_errors, link_metadata, source_version, uri_metadata
 from svd_dag.assets.lineage_checks import lineage_check_results, lineage_check_specs
 from svd_dag.catalog import Catalog
 from svd_dag.curation.datasets import current_dataset, shard_index_for
@@ -53,6 +53,7 @@ class HqSetConfig(dg.Config):
 
 @dg.asset(group_name=GROUP, deps=["lvd_f"], code_version=source_version("curation/filtering.py", "curation/datasets.py"),
           kinds={"duckdb", "parquet"}, check_specs=[dg.AssetCheckSpec("keeps_clips", asset="hq_finetune_set", blocking=True)])
+@retry_transient_errors
 def hq_finetune_set(context: dg.AssetExecutionContext, config: HqSetConfig, storage: StorageResource,
                     catalog: CatalogResource) -> dg.MaterializeResult:
     """The small high-quality subset for stage III: the same percentile filters as `lvd_f`,
@@ -320,7 +321,7 @@ def checkpoint_metadata(trained: TrainedCheckpoint, profile: str, store=None) ->
         **({"shard_index_uri": uri_metadata(trained.dataset["shard_index_uri"]),
             "shard_coverage": trained.dataset["shard_coverage"]} if trained.dataset.get("shard_index_uri") else {}),
         "profile": profile,
-        "mlflow_run": trained.tracker.run_link(trained.run_id),
+        "mlflow_run": link_metadata(trained.tracker.run_link(trained.run_id)),
         "mlflow_model_id": trained.model_id,
         "weights": _weights_note(meta),
         "code": dg.MetadataValue.json(json.loads(meta["code"])) if meta.get("code") else "unknown",
@@ -361,6 +362,7 @@ def _stage_asset(name: str, stage_key: str, dataset_asset: str, parent, descript
 
     @dg.asset(name=name, group_name=GROUP, deps=deps, code_version=TRAINING_CODE, pool="gpu", kinds={"pytorch", "mlflow"},
               description=description, check_specs=lineage_check_specs(name))
+    @retry_transient_errors
     def _asset(context: dg.AssetExecutionContext, config: StageConfig, storage: StorageResource,
                catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource,
                launcher: TrainingLauncherResource) -> dg.MaterializeResult:
