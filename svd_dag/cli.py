@@ -6,6 +6,7 @@
     svd-dag lineage up i2v_checkpoint          # checkpoint -> parents, datasets, annotators, raw sha256s
     svd-dag lineage down <sha256 | uri>        # raw video -> clips, per-version outcomes, checkpoints
     svd-dag lineage verify [<checkpoint>]      # re-hash what the record names; exit 1 on any mismatch
+    svd-dag rating serve --tasks <uri>         # the human rating page (svd-dag rating --help)
 
 Every asset's table has the asset's name. The catalog is the one the environment configures
 (`SVD_DAG_HOME`, as the code location reads it), opened read-only: a statement that would
@@ -123,8 +124,7 @@ def _lineage_parser(sub) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from svd_dag.catalog import Catalog
-    from svd_dag.settings import load_settings
+    from svd_dag.rating import cli as rating_cli
 
     parser = argparse.ArgumentParser(prog="svd-dag", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,7 +134,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     sql.add_argument("--json", action="store_true", help="a JSON list of rows instead of CSV")
     sub.add_parser("tables", help="the catalog's tables and their row counts")
     _lineage_parser(sub)
+    rating_cli.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "rating":  # before the catalog: the rating page never opens it
+        raise SystemExit(rating_cli.run(args))
+    from svd_dag.catalog import Catalog
+    from svd_dag.settings import load_settings
+
     settings = load_settings()
     cat = Catalog.from_settings(settings)
     if args.command == "lineage":

@@ -17,6 +17,7 @@ from svd_dag.assets.checkpoint_eval import checkpoint_eval_assets
 from svd_dag.assets.curation import curation_assets
 from svd_dag.assets.datasets import dataset_assets
 from svd_dag.assets.evaluation import evaluation_assets
+from svd_dag.assets.rating import rating_assets
 from svd_dag.assets.finetunes import finetune_assets
 from svd_dag.assets.training import training_assets
 from svd_dag.jobs.ablation import ablation_report_job, filter_ablation_job
@@ -88,7 +89,7 @@ def video_executor(settings: Settings) -> VideoExecutorResource:
 def build_defs(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     return dg.Definitions(
-        assets=[*curation_assets, *annotator_assets, *dataset_assets, *training_assets, *finetune_assets, *evaluation_assets, *ablation_assets,
+        assets=[*curation_assets, *annotator_assets, *dataset_assets, *training_assets, *finetune_assets, *evaluation_assets, *rating_assets, *ablation_assets,
                 *checkpoint_eval_assets],
         jobs=[recuration_job, training_job, finetunes_job, evaluation_job, filter_ablation_job, ablation_report_job,
               model_quality_job],

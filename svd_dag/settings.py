@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -74,6 +74,12 @@ class Settings:
     openlineage_namespace: str = "svd-dag"
     openlineage_file: str = ""
     openlineage_api_key_set: bool = False
+    # The human rating page (svd_dag/rating): its state folder (raters, decision records; local or
+    # s3://), the admin page's token (None: `svd-dag rating serve` makes one per run and prints it;
+    # kept out of repr so it never lands in a log), and the address rater links are printed with.
+    rating_uri: str = ""
+    rating_admin_token: str | None = field(default=None, repr=False)
+    rating_url: str = "http://127.0.0.1:8765"
 
 
 def _flag(value: str | None) -> bool:
@@ -126,4 +132,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         openlineage_namespace=env.get("SVD_DAG_OPENLINEAGE_NAMESPACE") or "svd-dag",
         openlineage_file=env.get("SVD_DAG_OPENLINEAGE_FILE") or os.path.join(home, "openlineage", "events.jsonl"),
         openlineage_api_key_set=bool(env.get("SVD_DAG_OPENLINEAGE_API_KEY")),
+        rating_uri=env.get("SVD_DAG_RATING_URI") or os.path.join(home, "rating"),
+        rating_admin_token=env.get("SVD_DAG_RATING_ADMIN_TOKEN") or None,
+        rating_url=(env.get("SVD_DAG_RATING_URL") or "http://127.0.0.1:8765").rstrip("/"),
     )

@@ -7,11 +7,13 @@ crash never leaves a half-written artefact under its final name.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import posixpath
 import shutil
 import tempfile
+import time
 import uuid
 from typing import Any
 
@@ -70,6 +72,56 @@ class Store:
         else:
             self.fs.pipe_file(target, data)
         return target
+
+    def create_bytes(self, rel: str, data: bytes) -> bool:
+        """Give `data` the name `rel` only if no file has it yet: True when this call created the
+        file, False when the name was already taken (that file is left as it is). For records
+        that must be written exactly once however often a request is retried (rating votes).
+
+        Locally the bytes go to a staged name (`<name>.tmp-<hex>`, which listings skip), are
+        fsynced, and get their name by a hard link, which fails rather than overwrite when a
+        concurrent writer got there first; the folder is fsynced after the link so that a
+        created file survives a crash. On S3 it is one conditional PUT (If-None-Match: *,
+        which AWS S3 and MinIO honour; a store that ignores the condition would overwrite)."""
+        target = self.uri(rel)
+        if not self.is_local:
+            return self._create_remote(target, data)
+        parent = posixpath.dirname(target)
+        os.makedirs(parent, exist_ok=True)
+        staged = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(staged, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(staged, target)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(staged)
+        fd = os.open(parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+
+    def _create_remote(self, target: str, data: bytes, attempts: int = 4) -> bool:
+        """`create_bytes` on S3: a conditional PUT, asked again after a conflict."""
+        attempt = 0
+        while True:
+            try:
+                self.fs.pipe_file(target, data, mode="create")
+                return True
+            except FileExistsError:  # 412 PreconditionFailed: the name is taken
+                return False
+            except OSError as e:
+                # 409 ConditionalRequestConflict: a concurrent conditional write of the same key was
+                # in flight; asking again gets the outcome (412, or the name is still free).
+                attempt += 1
+                if e.errno != errno.EBUSY or attempt >= attempts:
+                    raise
+                time.sleep(0.05 * attempt)
 
     def write_once(self, rel: str, data: bytes) -> str:
         """Write `data` at `rel` unless the same bytes are already there; other bytes under an

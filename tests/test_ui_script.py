@@ -1,6 +1,8 @@
-"""`make ui` (scripts/ui.sh): the Dagster UI and the MLflow UI start on one home, on loopback,
-and both stop, their whole process groups, when the script is stopped."""
+"""`make ui` (scripts/ui.sh): the Dagster UI, the MLflow UI and (with a task list) the rating
+page start on one home, on loopback, and all stop, their whole process groups, when the script
+is stopped."""
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +11,7 @@ import urllib.request
 
 import psutil
 
+import rating_fixtures
 from conftest import _free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,10 +24,21 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_make_ui_serves_dagster_and_mlflow_on_one_home_and_stops_both(tmp_path):
-    dagster_port, mlflow_port = _free_port(), _free_port()
+def _task_list_in(home) -> str:
+    """A task list where rating_tasks would leave it (the pointer under the storage root)."""
+    tasks_dir = home / "data" / "rating_tasks"
+    tasks_dir.mkdir(parents=True)
+    tasks = rating_fixtures.write_tasks(tasks_dir / "tasks.json", [rating_fixtures.pair("p1", home / "media")])
+    (tasks_dir / "latest.json").write_text(json.dumps({"version": rating_fixtures.VERSION, "tasks_uri": str(tasks)}))
+    return rating_fixtures.VERSION
+
+
+def test_make_ui_serves_dagster_mlflow_and_rating_on_one_home_and_stops_all(tmp_path):
+    dagster_port, mlflow_port, rating_port = _free_port(), _free_port(), _free_port()
+    version = _task_list_in(tmp_path / "home")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SVD_DAG_", "DAGSTER_", "MLFLOW_"))}
-    env.update(SVD_DAG_HOME=str(tmp_path / "home"), DAGSTER_PORT=str(dagster_port), MLFLOW_PORT=str(mlflow_port))
+    env.update(SVD_DAG_HOME=str(tmp_path / "home"), DAGSTER_PORT=str(dagster_port), MLFLOW_PORT=str(mlflow_port),
+               RATING_PORT=str(rating_port))
     # Started as `make ui` would be from a terminal job that ignores SIGINT (the inherited case).
     script = subprocess.Popen(["bash", os.path.join(REPO, "scripts", "ui.sh")], cwd=REPO, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -36,6 +50,8 @@ def test_make_ui_serves_dagster_and_mlflow_on_one_home_and_stops_both(tmp_path):
             assert script.poll() is None, script.stdout.read()
             time.sleep(1)
         assert _answers(f"http://127.0.0.1:{dagster_port}/server_info") and _answers(f"http://127.0.0.1:{mlflow_port}/health")
+        with urllib.request.urlopen(f"http://127.0.0.1:{rating_port}/healthz", timeout=5) as r:
+            assert json.load(r)["task_list"] == version  # the newest task list, found without --tasks
         assert os.path.exists(tmp_path / "home" / "mlflow.db")  # the UI serves this home's store
         served = [p for p in psutil.Process(script.pid).children(recursive=True)]
         assert any("dagster" in " ".join(p.cmdline()) for p in served)
@@ -47,6 +63,7 @@ def test_make_ui_serves_dagster_and_mlflow_on_one_home_and_stops_both(tmp_path):
         assert not [p.pid for p in served if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert not _answers(f"http://127.0.0.1:{dagster_port}/server_info")
         assert not _answers(f"http://127.0.0.1:{mlflow_port}/health")
+        assert not _answers(f"http://127.0.0.1:{rating_port}/healthz")
     finally:
         if script.poll() is None:
             os.killpg(script.pid, signal.SIGKILL)

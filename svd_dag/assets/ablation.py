@@ -17,12 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from svd_dag.assets.common import md_table, source_version
+from svd_dag.assets.common import retry_transient_errors, link_metadata, md_table, source_version
 from svd_dag.curation.datasets import MANIFEST_COLUMNS
 from svd_dag.assets.lineage_checks import lineage_check_results, lineage_check_specs
 from svd_dag.assets.training import (TRAINING_CODE, StageConfig, checkpoint_metadata, current_checkpoint,
                                      stage1_image_checkpoint, train_checkpoint)
 from svd_dag.evaluation.ablation import CRITERIA, LEVELS
+from svd_dag.evaluation.votes import canonical_model_id
 from svd_dag.resources import (CatalogResource, MlflowResource, ModelStoreResource, StorageResource,
                                TrainingLauncherResource)
 
@@ -58,6 +59,7 @@ def _probe_manifest(cat, store, count: int) -> tuple[str, list[str]]:
           # Only lineage_complete: the study trains on the whole annotated pool by design (held-out
           # clips included); its models are compared on probe prompts, never registered or FVD-scored.
           check_specs=lineage_check_specs("filter_ablation", ("lineage_complete",)))
+@retry_transient_errors
 def filter_ablation(context: dg.AssetExecutionContext, config: AblationConfig, storage: StorageResource,
                     catalog: CatalogResource, model_store: ModelStoreResource, mlflow: MlflowResource,
                     launcher: TrainingLauncherResource) -> dg.MaterializeResult:
@@ -134,13 +136,16 @@ def _load_samples(store, checkpoint_uri: str) -> tuple[dict, dict]:
 
 @dg.asset(group_name=GROUP, deps=[filter_ablation, "preference_votes"], code_version=source_version("evaluation/ablation.py", "evaluation/elo.py"),
           kinds={"duckdb", "mlflow"})
+@retry_transient_errors
 def filter_ablation_report(context: dg.AssetExecutionContext, config: AblationReportConfig, storage: StorageResource,
                            catalog: CatalogResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     """The result of the curation study: for each criterion, the materialized cells ranked by
     Elo (SVD's: K=1, 1000 shuffled orders, 95% interval) and Bradley-Terry from votes on their
     probe samples, and the recommended level. Human votes (`preference_votes`, pool
-    `ablation:<criterion>`, models named `filter_ablation:<criterion>|<level>`) win; where none
-    exist the automatic proxy judge votes, and the recommendation says `judge`.
+    `ablation:<criterion>`, models named `filter_ablation:<criterion>|<level>@<data_version>`
+    as `rating_tasks` names them) win; they count for the cell version the rater saw, so votes
+    on a cell since retrained are left out (`human_votes_on_older_cells`). Where there are none
+    the automatic proxy judge votes, and the recommendation says `judge`.
     Set `lvd_f`'s `use_ablation_recommendations` to filter with the recommended levels.
     """
     from svd_dag.evaluation.ablation import JUDGE_ID, judge_votes, recommend
@@ -150,13 +155,18 @@ def filter_ablation_report(context: dg.AssetExecutionContext, config: AblationRe
     cells = _ablation_cells(cat)
     human = (cat.rows("SELECT * FROM preference_votes WHERE pool LIKE 'ablation:%' AND rater_kind = 'human'")
              if "preference_votes" in cat.tables() else [])
-    results, recommendations, judged, evidence = [], [], [], {}
+    results, recommendations, judged, evidence, older_cells = [], [], [], {}, {}
     for criterion in CRITERIA:
         mine = {v: r for v, r in cells.items() if v.startswith(f"{criterion}|")}
         if len(mine) < 2:
             continue
-        name = {v: f"filter_ablation:{v}" for v in mine}
-        votes = [r for r in human if r["pool"] == f"ablation:{criterion}"]
+        # A cell is rated under its canonical id: a human vote counts for the cell the rater saw
+        # (the version its name resolved to when the vote was cast), never for a retrained one.
+        name = {v: canonical_model_id("filter_ablation", v, r["data_version"]) for v, r in mine.items()}
+        pooled = [r for r in human if r["pool"] == f"ablation:{criterion}"]
+        votes = [{**r, "model_a": r["model_a_id"], "model_b": r["model_b_id"]} for r in pooled
+                 if {r["model_a_id"], r["model_b_id"]} <= set(name.values())]
+        older_cells[criterion] = len(pooled) - len(votes)
         kind = "human" if votes else "judge"
         if not votes:
             samples, references = {}, {}
@@ -208,9 +218,11 @@ def filter_ablation_report(context: dg.AssetExecutionContext, config: AblationRe
                   "recommendations": md_table([{k: r[k] for k in ("criterion", "level", "remove_fraction", "rater_kind",
                                                                   "separated")} for r in recommendations]),
                   "votes_per_criterion": dg.MetadataValue.json(evidence),
+                  "human_votes_on_older_cells": dg.MetadataValue.json(
+                      {c: n for c, n in older_cells.items() if n}),
                   "judge": f"{JUDGE_ID} (proxy: closeness to the probe's real clip, not human preference)"
                            if judged else "human votes only",
-                  "mlflow_run": tracker.run_link(run_id)},
+                  "mlflow_run": link_metadata(tracker.run_link(run_id))},
     )
 
 
