@@ -248,6 +248,12 @@ def test_human_votes_from_the_rating_page_rank_the_study_and_lvd_f_adopts_them(c
     assert thresholds["remove_fractions"]["motion"] == LEVELS[favourite]
     assert "human votes" in thresholds["from_ablation"]["motion"]
 
+    # Raters left out (say, for failing the gold pairs) no longer count: with all four out, the judge ranks again.
+    result = _materialize(campaign["defs"], campaign["instance"], "filter_ablation_report", run_config=run_config(
+        filter_ablation_report={"rounds": 200, "exclude_raters": list(raters)}))
+    assert {r["rater_kind"] for r in cat.rows("SELECT rater_kind FROM ablation_results")} == {"judge"}
+    assert meta_of(result, "filter_ablation_report")["raters_excluded"] == ", ".join(raters)
+
 
 def test_a_vote_cast_in_the_browser_is_ingested_and_moves_the_elo_ratings(campaign):
     """A rater in a real browser plays both videos and answers with keys until a pair of two
@@ -262,10 +268,10 @@ def test_a_vote_cast_in_the_browser_is_ingested_and_moves_the_elo_ratings(campai
     ui_servers.require_browser()
     cat, tasks = campaign["cat"], campaign["tasks"]
 
-    def rated() -> dict:
+    def rated(**config) -> dict:
         """(votes, Elo) per model of the main pool, people's visual-quality votes, as of now."""
         _materialize(campaign["defs"], campaign["instance"], "preference_votes", "elo_ratings",
-                     run_config=run_config(elo_ratings={"rounds": 100, "bootstrap": 100}))
+                     run_config=run_config(elo_ratings={"rounds": 100, "bootstrap": 100, **config}))
         return {r["model"]: (r["n_votes"], r["elo"]) for r in cat.rows(
             "SELECT model, n_votes, elo FROM elo_ratings WHERE pool = 'main' AND axis = 'visual_quality' "
             "AND rater_kind = 'human'")}
@@ -305,3 +311,4 @@ def test_a_vote_cast_in_the_browser_is_ingested_and_moves_the_elo_ratings(campai
         assert after[model][0] == before.get(model, (0, 0))[0] + 1, (model, before, after)
     gap = {k: v[winner][1] - v[loser][1] if winner in v else 0.0 for k, v in (("before", before), ("after", after))}
     assert gap["after"] > gap["before"], gap  # one more win moves the winner up against the loser
+    assert rated(exclude_raters=["eve"]) == before  # her vote left out: the ratings as they were

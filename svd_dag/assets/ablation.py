@@ -110,6 +110,8 @@ def filter_ablation(context: dg.AssetExecutionContext, config: AblationConfig, s
 class AblationReportConfig(dg.Config):
     rounds: int = Field(default=1000, description="Elo runs over shuffled vote orders (SVD: 1000)")
     tie_margin: float = Field(default=0.002, description="automatic judge: distance difference counted as a tie")
+    exclude_raters: list[str] = Field(default_factory=list, description="rater ids whose votes are left out (e.g. "
+                                      "raters the rating page's admin page shows failing its gold pairs)")
 
 
 def _ablation_cells(cat) -> dict[str, dict]:
@@ -153,7 +155,8 @@ def filter_ablation_report(context: dg.AssetExecutionContext, config: AblationRe
 
     cat, store = catalog.catalog(), storage.store()
     cells = _ablation_cells(cat)
-    human = (cat.rows("SELECT * FROM preference_votes WHERE pool LIKE 'ablation:%' AND rater_kind = 'human'")
+    human = (cat.rows("SELECT * FROM preference_votes WHERE pool LIKE 'ablation:%' AND rater_kind = 'human' "
+                      "AND rater_id NOT IN (SELECT unnest(?::VARCHAR[]))", [config.exclude_raters])
              if "preference_votes" in cat.tables() else [])
     results, recommendations, judged, evidence, older_cells = [], [], [], {}, {}
     for criterion in CRITERIA:
@@ -218,6 +221,7 @@ def filter_ablation_report(context: dg.AssetExecutionContext, config: AblationRe
                   "recommendations": md_table([{k: r[k] for k in ("criterion", "level", "remove_fraction", "rater_kind",
                                                                   "separated")} for r in recommendations]),
                   "votes_per_criterion": dg.MetadataValue.json(evidence),
+                  "raters_excluded": ", ".join(config.exclude_raters) or "-",
                   "human_votes_on_older_cells": dg.MetadataValue.json(
                       {c: n for c, n in older_cells.items() if n}),
                   "judge": f"{JUDGE_ID} (proxy: closeness to the probe's real clip, not human preference)"

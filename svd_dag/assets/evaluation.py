@@ -123,6 +123,8 @@ class EloConfig(dg.Config):
     k: float = Field(default=1.0, description="Elo update factor (SVD: 1)")
     bootstrap: int = Field(default=1000, description="bootstrap resamples for the Bradley-Terry intervals")
     seed: int = 0
+    exclude_raters: list[str] = Field(default_factory=list, description="rater ids whose votes are left out (e.g. "
+                                      "raters the rating page's admin page shows failing its gold pairs)")
 
 
 @dg.asset(group_name=GROUP, deps=[preference_votes], kinds={"duckdb", "mlflow"},
@@ -139,10 +141,12 @@ def elo_ratings(context: dg.AssetExecutionContext, config: EloConfig, votes_stor
     `[proxy_]elo_<axis>[_low|_high]` (pool other than "main": `[proxy_]elo_<pool>_<axis>...`)
     is logged on that checkpoint's logged model, with the votes as its dataset. In the run
     itself such a key holds one value per model, at step = the model's place in the leaderboard.
+    Votes of the raters in `exclude_raters` are left out (their files stay under the votes root).
     """
     cat = catalog.catalog()
     votes = cat.rows("SELECT pool, axis, rater_kind, model_a_id, model_b_id, winner FROM preference_votes "
-                     "ORDER BY file_sha256, row_number") if "preference_votes" in cat.tables() else []
+                     "WHERE rater_id NOT IN (SELECT unnest(?::VARCHAR[])) ORDER BY file_sha256, row_number",
+                     [config.exclude_raters]) if "preference_votes" in cat.tables() else []
     version = votes_version(cat)
     rows = leaderboard_rows(votes, rounds=config.rounds, bootstrap=config.bootstrap, k=config.k, seed=config.seed)
     checkpoints = {canonical_model_id(c["asset"], c["variant"], c["data_version"]): c
@@ -175,6 +179,7 @@ def elo_ratings(context: dg.AssetExecutionContext, config: EloConfig, votes_stor
     return dg.MaterializeResult(
         data_version=dg.DataVersion(hashlib.sha256(json.dumps([version, config.model_dump()]).encode()).hexdigest()[:16]),
         metadata={"dagster/row_count": len(rows), "votes": len(votes), "votes_version": version,
+                  "raters_excluded": ", ".join(config.exclude_raters) or "-",
                   "mlflow_run": link_metadata(tracker.run_link(run_id)), "models_not_in_checkpoints": ", ".join(unlinked) or "-",
                   **{name: md_table(board) for name, board in sorted(leaderboards.items())}},
     )
