@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator
 
 import pyarrow.parquet as pq
 
+from svd_dag.curation.media import clip_ref  # noqa: F401 (callers import it from here too)
 from svd_dag.curation.threads import available_cpus, opencv_threads
 from svd_dag.curation.video_scan import decode_jpeg
 from svd_dag.storage import Store
@@ -32,11 +33,6 @@ def select_frames(sample_frames: list[int], which: FrameSelection) -> list[int]:
         return [sample_frames[len(sample_frames) // 2]]
     picks = [sample_frames[0], sample_frames[len(sample_frames) // 2], sample_frames[-1]]
     return list(dict.fromkeys(picks))
-
-
-def clip_ref(clip: dict[str, Any]) -> str:
-    """A human-readable pointer to a clip inside its video, for quarantine rows."""
-    return f"{clip['video_uri']}#frames={clip['start_frame']}-{clip['end_frame']}"
 
 
 def _clip_jpegs(

@@ -17,6 +17,11 @@ import numpy as np
 from svd_dag.storage import Store
 
 
+def clip_ref(clip: dict) -> str:
+    """A human-readable pointer to a clip inside its video, for quarantine rows."""
+    return f"{clip['video_uri']}#frames={clip['start_frame']}-{clip['end_frame']}"
+
+
 class VideoError(Exception):
     """A video that cannot be used; str() is the human-readable reason."""
 

@@ -29,9 +29,8 @@ import numpy as np
 import pyarrow as pa
 from av.video.reformatter import VideoReformatter
 
-from svd_dag.curation.annotate import clip_ref
 from svd_dag.curation.executor import Outcome
-from svd_dag.curation.media import VideoError, decode_range, open_video, read_frames_from_bytes, scaled_size
+from svd_dag.curation.media import VideoError, clip_ref, decode_range, open_video, read_frames_from_bytes, scaled_size
 from svd_dag.storage import Store
 
 CODEC, PIX_FMT = "libx264", "yuv420p"
