@@ -69,12 +69,19 @@ class Tracker:
         """Register the checkpoint as an MLflow logged model (external: the weights stay in storage)."""
         import mlflow
 
+        # The call is in MLflow's fluent API, which reads one process-wide tracking URI; and
+        # set_tracking_uri also writes MLFLOW_TRACKING_URI into os.environ, where every later
+        # load_settings and subprocess of this process would read it. Both are put back after.
+        before = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.tracking_uri)
-        model = mlflow.create_external_model(
-            name=name, source_run_id=run_id, params={k: str(v) for k, v in params.items()},
-            tags={**tags, "svd_dag.checkpoint_uri": checkpoint_uri}, model_type="diffusers-unet",
-            experiment_id=self.experiment_id(),
-        )
+        try:
+            model = mlflow.create_external_model(
+                name=name, source_run_id=run_id, params={k: str(v) for k, v in params.items()},
+                tags={**tags, "svd_dag.checkpoint_uri": checkpoint_uri}, model_type="diffusers-unet",
+                experiment_id=self.experiment_id(),
+            )
+        finally:
+            mlflow.set_tracking_uri(before)  # None: unset again, the environment variable too
         return model.model_id
 
     def log_store_files(self, run_id: str, store, uris: list[str], artifact_path: str) -> None:

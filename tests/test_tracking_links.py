@@ -28,3 +28,22 @@ def test_redaction_masks_url_userinfo_and_dsn_passwords():
     assert redact("see http://u:p@h/x and s3://bucket/key") == "see http://***@h/x and s3://bucket/key"
     assert without_credentials("http://u:p@h:1/x") == "http://h:1/x"
     assert redact("no secrets here: http://h/x") == "no secrets here: http://h/x"
+
+
+def test_logging_a_checkpoint_model_leaves_the_process_tracking_uri_alone(tmp_path, monkeypatch):
+    """MLflow's fluent API sets MLFLOW_TRACKING_URI in os.environ; a Tracker must not leave it
+    there, or every later load_settings and subprocess of the process tracks to that store."""
+    import os
+
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "art"))
+    run_id = tracker.start_run("r", params={}, tags={})
+    model_id = tracker.log_checkpoint_model(run_id, "ckpt", str(tmp_path / "ckpt"), {"steps": 3}, {})
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert tracker.client().get_logged_model(model_id).source_run_id == run_id
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")  # one the user set stays as it was
+    tracker.log_checkpoint_model(run_id, "ckpt2", str(tmp_path / "ckpt2"), {}, {})
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:1"
+    mlflow.set_tracking_uri(None)

@@ -232,21 +232,29 @@ def test_mlflow_link_opens_the_run_page_with_its_loss_curve(page, ui):
         link.click()  # the UI opens URL metadata in a new tab
     run_page = opened.value
     try:
-        run_page.wait_for_load_state()
-        run_page.get_by_text("stage3_hq_checkpoint-", exact=False).first.wait_for()
-        run_page.get_by_role("tab", name="Model metrics").click()
-        card = run_page.locator("[data-testid='experiment-view-compare-runs-card']").filter(
-            has=run_page.get_by_text("loss", exact=True))
-        expect(card).to_have_count(1)
-        expect(card.get_by_text("Step", exact=True)).to_be_visible()  # a curve over steps, not a single bar
-        points = card.locator(".js-plotly-plot path.point")
-        expect(points).to_have_count(TRAIN_STEPS)  # one point per training step logged
-        with urllib.request.urlopen(f"{ui['mlflow_ui']}/api/2.0/mlflow/metrics/get-history?run_id={run_id}"
-                                    "&metric_key=loss", timeout=30) as r:
-            history = json.load(r)["metrics"]
-        assert sorted(m["step"] for m in history) == list(range(1, TRAIN_STEPS + 1)), history
+        with ui_servers.explain_failure(run_page, ui["dev"], ui["shots"], "mlflow_run_page"):
+            _check_run_page(run_page, ui, run_id)
     finally:
         run_page.close()
+
+
+def _check_run_page(run_page, ui, run_id: str) -> None:
+    """The MLflow run page: the run named as the asset's, its loss chart drawn over the steps."""
+    run_page.wait_for_load_state()
+    # the MLflow UI's first page load on a busy 2-core machine takes a while (its bundle, the store)
+    run_page.get_by_text(run_id).first.wait_for(timeout=180_000)
+    run_page.get_by_text("stage3_hq_checkpoint-", exact=False).first.wait_for()
+    run_page.get_by_role("tab", name="Model metrics").click()
+    card = run_page.locator("[data-testid='experiment-view-compare-runs-card']").filter(
+        has=run_page.get_by_text("loss", exact=True))
+    expect(card).to_have_count(1)
+    expect(card.get_by_text("Step", exact=True)).to_be_visible()  # a curve over steps, not a single bar
+    points = card.locator(".js-plotly-plot path.point")
+    expect(points).to_have_count(TRAIN_STEPS)  # one point per training step logged
+    with urllib.request.urlopen(f"{ui['mlflow_ui']}/api/2.0/mlflow/metrics/get-history?run_id={run_id}"
+                                "&metric_key=loss", timeout=30) as r:
+        history = json.load(r)["metrics"]
+    assert sorted(m["step"] for m in history) == list(range(1, TRAIN_STEPS + 1)), history
 
 
 @explained

@@ -80,7 +80,8 @@ def make_homes(root: Path, videos: list[str]) -> dict[str, str]:
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     for v in videos:
         shutil.copy(v, raw / os.path.basename(v))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SVD_DAG_", "DAGSTER_"))}
+    # MLFLOW_TRACKING_URI too: mlflow.set_tracking_uri in an earlier test leaves it in os.environ
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SVD_DAG_", "DAGSTER_", "MLFLOW_"))}
     env.update({
         "DAGSTER_HOME": str(dagster_home), "SVD_DAG_HOME": str(home), "SVD_DAG_RAW_URI": str(raw),
         "SVD_DAG_MODELS_URI": str(root / "models"), "DAGSTER_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "true",
