@@ -13,8 +13,9 @@ Each annotator is measured in the same run two ways, through the scorers the ass
 
 * per clip: one `scorer.score([frames])` call per clip, as the assets scored clips before
   annotators batched (CLIP: a clip's frames in one forward; CRAFT: a clip's 3 frames in one
-  forward, and also "per frame", one frame per forward, which is what the pre-batching
-  detector did; CoCa: one `generate` per clip);
+  forward, and also one frame per forward in easyocr's NCHW layout, which is what the
+  pre-batching detector did, against the asset's CPU default now, one frame per forward in
+  NHWC; CoCa: one `generate` per clip);
 * batched: `scorer.score(frames of --batch-clips clips)` per call, the model taking
   `batch_frames` frames per forward across those clips (CLIP/CoCa 32, CRAFT 8; CLIP also at
   the other `--clip-batch-frames`). For Farneback, which has no model, "batched" is one
@@ -209,10 +210,14 @@ def main() -> None:
                 batched = clips_per_s(craft.score, keyframes, args.batch_clips, args.repeat, warm_for(bf, 3))
                 rows.add(threads, f"CRAFT real weights, 3 fr, batch_frames {bf}", loads["craft"], per_clip,
                          batched, "per clip = a clip's 3 frames in one forward")
-            per_frame = build("craft", CraftSpec(Placement("cpu", "fp32", 1)))  # the asset default on the CPU
-            rate = clips_per_s(score1(per_frame), keyframes, 1, args.repeat, 1)
-            rows.add(threads, "CRAFT real weights, 3 fr, 1 frame/forward", loads["craft"], rate, None,
-                     "compare with the batched rows above")
+            # before: one frame per forward in easyocr's NCHW layout, per clip (the baseline), against
+            # the asset's CPU default now: one frame per forward in NHWC, clips batched
+            before = build("craft", CraftSpec(Placement("cpu", "fp32", 1), channels_last=False))
+            before_rate = clips_per_s(score1(before), keyframes, 1, args.repeat, 1)
+            now = build("craft", CraftSpec(Placement("cpu", "fp32", 1)))
+            now_rate = clips_per_s(now.score, keyframes, args.batch_clips, args.repeat, 1)
+            rows.add(threads, "CRAFT real weights, 3 fr, 1 frame/forward: NCHW per clip -> NHWC batched",
+                     loads["craft"], before_rate, now_rate, "per clip = before (NCHW); batched = the asset's CPU default")
 
         if "clip" in only:
             per_clip_rate = None

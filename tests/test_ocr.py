@@ -111,6 +111,18 @@ def test_detector_placement_bf16_on_cpu_and_cache(detector, mixed_frames):
     assert ocr.get_text_detector(Placement("cpu", "fp32")) is detector
 
 
+def test_nhwc_convolutions_find_the_same_text_as_easyocrs_nchw(detector, mixed_frames):
+    import torch
+
+    nchw = ocr.get_text_detector(channels_last=False)
+    assert detector.channels_last and not nchw.channels_last and nchw.reader is not detector.reader
+    weight = next(p for p in detector.reader.detector.parameters() if p.ndim == 4)
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    got, baseline = detector.text_area_fractions(mixed_frames), nchw.text_area_fractions(mixed_frames)
+    assert max(baseline) > 0.01  # frames with text in them
+    assert np.abs(np.subtract(got, baseline)).max() <= 0.002  # measured 0.0 here
+
+
 def test_cuda_on_a_machine_without_one_is_a_clear_error():
     import torch
 
