@@ -43,8 +43,7 @@ def is_transient(error: BaseException) -> bool:
             return True
         if type(e).__name__ in TRANSIENT_CLASS_NAMES:
             return True
-        code = (getattr(e, "response", None) or {}).get("Error", {}).get("Code") if isinstance(
-            getattr(e, "response", None), dict) else None
-        if code in TRANSIENT_S3_CODES:
+        response = getattr(e, "response", None)  # botocore's ClientError
+        if isinstance(response, dict) and response.get("Error", {}).get("Code") in TRANSIENT_S3_CODES:
             return True
     return False

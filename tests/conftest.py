@@ -96,6 +96,14 @@ def run_config(**per_asset) -> dict:
     return {"ops": {name: {"config": cfg} for name, cfg in per_asset.items()}}
 
 
+def assets_job(defs, *assets: str):
+    """The job that materializes just `assets` (their implicit asset job, subset to them)."""
+    import dagster as dg
+
+    keys = {dg.AssetKey(a) for a in assets}
+    return defs.resolve_implicit_job_def_def_for_assets(list(keys)).get_subset(asset_selection=keys)
+
+
 def meta_of(result, asset: str) -> dict:
     """The metadata of `asset`'s one materialization in a Dagster run result, as plain values."""
     [mat] = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()

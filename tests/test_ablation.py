@@ -7,7 +7,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from conftest import KEEP_ALL, LVD_F_SESSION, meta_of, run_config
+from conftest import KEEP_ALL, LVD_F_SESSION, assets_job, meta_of, run_config
 from svd_dag.evaluation.ablation import JUDGE_ID, LEVELS, cell_fractions, judge_pair, judge_votes, recommend
 
 QUICK = {"steps": 3, "checkpoint_every": 3, "probe_clips": 2}
@@ -111,9 +111,7 @@ def test_lvd_f_can_adopt_the_recommended_threshold(curated, study):
 # --- The study ranked by people: rating_tasks -> the rating page -> votes -> report -> lvd_f ---
 
 def _materialize(defs, instance, *assets, run_config=None):
-    keys = [dg.AssetKey(a) for a in assets]
-    job = defs.resolve_implicit_job_def_def_for_assets(keys).get_subset(asset_selection=set(keys))
-    result = job.execute_in_process(instance=instance, run_config=run_config or {})
+    result = assets_job(defs, *assets).execute_in_process(instance=instance, run_config=run_config or {})
     assert result.success
     return result
 
@@ -180,6 +178,7 @@ def test_rating_tasks_pair_current_checkpoints_and_cells_on_the_same_inputs(camp
     psnr = 10 * np.log10(255 ** 2 / np.mean((source - degraded) ** 2))
     assert psnr < 20, f"the gold pair's degraded copy is too close to its source ({psnr:.1f} dB)"
     assert campaign["made"]["pairs"] + campaign["made"]["gold_pairs"] == len(tasks.pairs)
+    assert "tiny: " in campaign["made"]["models"]  # what the models' weights are is stated (random-init encoders)
 
 
 def _decide(server, tasks, token: str, choose) -> int:

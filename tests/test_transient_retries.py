@@ -15,18 +15,14 @@ import time
 import dagster as dg
 from dagster._core.events import DagsterEventType
 
+from conftest import _free_port, assets_job
+
 from svd_dag.definitions import build_defs
 from svd_dag.settings import load_settings
 from svd_dag.transient_errors import is_transient
 
 VOTES_CSV = ("prompt_id,model_a,model_b,winner,axis,rater_id,time\n"
              "p1,stage2_video_checkpoint,stage3_hq_checkpoint,a,visual_quality,r1,2026-12-01T10:00:00Z\n")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _refused() -> OSError:
@@ -58,8 +54,7 @@ def test_connection_errors_are_transient_and_input_errors_are_not(tmp_path):
 
 
 def _job(settings):
-    key = dg.AssetKey("preference_votes")
-    return build_defs(settings).resolve_implicit_job_def_def_for_assets([key]).get_subset(asset_selection={key})
+    return assets_job(build_defs(settings), "preference_votes")
 
 
 def _retries(instance, run_id: str) -> list:

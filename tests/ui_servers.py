@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+from conftest import _free_port as free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/lib/chromium/chromium"
@@ -63,12 +64,6 @@ def require_browser() -> None:
         pytest.fail(str(exc))
     if reason:
         pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_homes(root: Path, videos: list[str]) -> dict[str, str]:
@@ -129,22 +124,30 @@ def _reset_signals():  # runs in the child before exec: signals ignored by our p
         signal.signal(s, signal.SIG_DFL)
 
 
-class DagsterDev:
-    """`dagster dev -w workspace.yaml` (webserver and daemon) on 127.0.0.1:<free port>."""
+class LoopbackServer:
+    """A server command on 127.0.0.1:<free port>, in its own session with SIGINT/SIGTERM reset,
+    its output in `log`, stopped by its process group (`stop_signal`, then SIGKILL)."""
+
+    name = "server"
+    stop_signal = signal.SIGINT
 
     def __init__(self, env: dict[str, str], log: Path):
         self.env, self.log, self.port = env, log, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> DagsterDev:
-        dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
-        self.proc = subprocess.Popen(
-            [dagster, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)],
-            cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=open(self.log, "w"),
-            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_reset_signals)
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def wait_ready(self, deadline: float) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.command(), cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL,
+                                     stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_reset_signals)
         try:
-            self._wait_ready(timeout=180)
+            self.wait_ready(time.monotonic() + 180)
         except BaseException:
             self.stop()
             raise
@@ -159,6 +162,35 @@ class DagsterDev:
         except OSError:
             return ""
 
+    def wait_answering(self, path: str, deadline: float) -> None:
+        """Until GET `path` answers 200; an error if the server exits or the deadline passes."""
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"{self.name} did not answer {path} in time:\n{self.tail()}")
+
+    def stop(self) -> None:
+        stop_group(self.proc, self.stop_signal)
+        self.proc = None
+
+
+class DagsterDev(LoopbackServer):
+    """`dagster dev -w workspace.yaml` (webserver and daemon); ready once the code location loaded.
+    Stopped by SIGINT: dagster dev then stops its webserver, daemon and code server."""
+
+    name = "dagster dev"
+
+    def command(self) -> list[str]:
+        dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+        return [dagster, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)]
+
     def graphql(self, query: str, variables: dict | None = None, timeout: float = 30) -> dict:
         req = urllib.request.Request(f"{self.url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
                                      headers={"Content-Type": "application/json"})
@@ -168,20 +200,8 @@ class DagsterDev:
             raise RuntimeError(f"GraphQL errors: {body['errors']}")
         return body["data"]
 
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"dagster dev exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/server_info", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.5)
-        else:
-            raise RuntimeError(f"dagster dev did not answer /server_info in {timeout:.0f} s:\n{self.tail()}")
+    def wait_ready(self, deadline: float) -> None:
+        self.wait_answering("/server_info", deadline)
         query = """{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
                       locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
         while time.monotonic() < deadline:
@@ -193,11 +213,7 @@ class DagsterDev:
                     raise RuntimeError(f"the code location failed to load: {errors}")
                 return
             time.sleep(0.5)
-        raise RuntimeError(f"the code location did not load in {timeout:.0f} s:\n{self.tail()}")
-
-    def stop(self) -> None:
-        stop_group(self.proc)
-        self.proc = None
+        raise RuntimeError(f"the code location did not load in time:\n{self.tail()}")
 
 
 def stop_group(proc: subprocess.Popen | None, sig: int = signal.SIGINT, grace: float = 30) -> None:
@@ -225,41 +241,21 @@ def stop_group(proc: subprocess.Popen | None, sig: int = signal.SIGINT, grace: f
         proc.wait()
 
 
-class MlflowUi:
-    """`mlflow ui` on 127.0.0.1:<free port> over an svd-dag home's embedded tracking store (what
-    `make ui` starts), so that metadata links of runs made with SVD_DAG_MLFLOW_UI_URL = `url` open."""
+class MlflowUi(LoopbackServer):
+    """`mlflow ui` over an svd-dag home's embedded tracking store (what `make ui` starts), so that
+    metadata links of runs made with SVD_DAG_MLFLOW_UI_URL = `url` open."""
 
-    def __init__(self, env: dict[str, str], log: Path):
-        self.env, self.log, self.port = env, log, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
+    name = "mlflow ui"
+    stop_signal = signal.SIGTERM
 
-    def __enter__(self) -> MlflowUi:
+    def command(self) -> list[str]:
         mlflow = os.path.join(os.path.dirname(sys.executable), "mlflow")
         store = f"sqlite:///{os.path.join(self.env['SVD_DAG_HOME'], 'mlflow.db')}"
-        self.proc = subprocess.Popen(
-            [mlflow, "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            env=self.env, stdin=subprocess.DEVNULL, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_reset_signals)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow ui exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=5) as r:
-                    if r.status == 200:
-                        return self
-            except (OSError, urllib.error.URLError):
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"mlflow ui did not answer /health in 120 s:\n{self.log.read_text()[-3000:]}")
+        return [mlflow, "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(self.port),
+                "--workers", "1"]
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        stop_group(self.proc, signal.SIGTERM)
-        self.proc = None
+    def wait_ready(self, deadline: float) -> None:
+        self.wait_answering("/health", deadline)
 
 
 def _is_loopback(url: str) -> bool:

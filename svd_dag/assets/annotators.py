@@ -13,7 +13,7 @@ from typing import Callable, Literal
 import dagster as dg
 from pydantic import Field
 
-from svd_dag.assets.common import retry_transient_errors, md_table, source_version
+from svd_dag.assets.common import md_table, retry_transient_errors, source_version
 from svd_dag.resources import CatalogResource, ModelStoreResource, StorageResource, VideoExecutorResource
 
 GROUP = "curation"

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from svd_dag.assets.common import retry_transient_errors, link_metadata, md_table, source_version
+from svd_dag.assets.common import link_metadata, md_table, retry_transient_errors, source_version
 from svd_dag.assets.finetunes import i2v_checkpoint, interpolation_checkpoint, multiview_checkpoint, orbit_renders
 from svd_dag.assets.training import current_checkpoint, stage2_video_checkpoint, stage3_hq_checkpoint
 from svd_dag.curation.datasets import current_dataset

@@ -17,7 +17,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from svd_dag.assets.common import retry_transient_errors, md_table, source_version, uri_metadata
+from svd_dag.assets.common import md_table, retry_transient_errors, source_version, uri_metadata
 from svd_dag.catalog import Catalog, replace_table_on, table_names, upsert_on
 from svd_dag.curation.datasets import json_digest, now, relation_digest
 from svd_dag.resources import CatalogResource, StorageResource, VideoExecutorResource

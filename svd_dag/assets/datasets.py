@@ -10,7 +10,7 @@ from typing import Literal, Optional
 import dagster as dg
 from pydantic import Field
 
-from svd_dag.assets.common import retry_transient_errors, md_table, png_markdown, source_version, uri_metadata
+from svd_dag.assets.common import md_table, png_markdown, retry_transient_errors, source_version, uri_metadata
 from svd_dag.resources import CatalogResource, StorageResource
 
 GROUP = "curation"

@@ -16,7 +16,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from svd_dag.assets.common import retry_transient_errors, link_metadata, md_table, source_version, uri_metadata
+from svd_dag.assets.common import link_metadata, md_table, retry_transient_errors, source_version, uri_metadata
 from svd_dag.catalog import Catalog
 from svd_dag.evaluation.votes import (REQUIRED_COLUMNS, VoteFileError, canonical_model_id, leaderboard_rows,
                                       ModelNames, list_vote_files, parse_vote_file,

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from svd_dag.assets.common import retry_transient_errors, link_metadata, md_table, source_version, uri_metadata
+from svd_dag.assets.common import link_metadata, md_table, retry_transient_errors, source_version, uri_metadata
 from svd_dag.assets.lineage_checks import lineage_check_results, lineage_check_specs
 from svd_dag.assets.training import (TRAINING_CODE, StageConfig, TrainedCheckpoint, checkpoint_metadata,
                                      current_checkpoint, hq_finetune_set, stage2_video_checkpoint, train_checkpoint)

@@ -50,7 +50,7 @@ def rating_tasks(context: dg.AssetExecutionContext, config: RatingTasksConfig, s
     cat, store = catalog.catalog(), storage.store()
     current = cat.rows("SELECT * FROM checkpoints QUALIFY row_number() OVER (PARTITION BY asset, variant "
                        "ORDER BY created_at DESC) = 1 ORDER BY asset, variant") if "checkpoints" in cat.tables() else []
-    by_pool, without_samples, references = {}, [], {}
+    by_pool, without_samples, references, weights = {}, [], {}, {}
     for row in current:
         index_uri = f"{row['checkpoint_uri']}/samples/samples.json"
         if not store.exists(index_uri):
@@ -58,6 +58,7 @@ def rating_tasks(context: dg.AssetExecutionContext, config: RatingTasksConfig, s
             continue
         for s in rendered_inputs(row, json.loads(store.read_bytes(index_uri))):
             by_pool.setdefault(pool_of(row), []).append(s)
+            weights[s.model] = f"{row.get('profile')}: {row.get('weights') or 'unknown'}"  # raters may see random-init models
             references.setdefault(s.input_id, s)
     pairs = build_pairs(by_pool, seed=config.seed, max_pairs_per_pool=config.max_pairs_per_pool)
     if not pairs:
@@ -69,21 +70,24 @@ def rating_tasks(context: dg.AssetExecutionContext, config: RatingTasksConfig, s
     def media(data: bytes, ext: str) -> str:  # content-addressed: the same bytes, one file
         return store.write_once(f"{TASKS_DIR}/media/{hashlib.sha256(data).hexdigest()[:20]}.{ext}", data)
 
-    frames = {}
+    frames = {}  # reference clip URI -> its frames, each clip decoded once
+
+    def clip(uri: str):
+        if uri not in frames:
+            frames[uri] = decode_mp4(store.read_bytes(uri))
+        return frames[uri]
+
     for pair in pairs:
-        source = references[pair["prompt_id"]]
         if pair["prompt"] is None:  # image-conditioned: show the rater the frame the models were given
-            frames.setdefault(source.reference, decode_mp4(store.read_bytes(source.reference)))
-            pair["conditioning"] = media(conditioning_frame_png(frames[source.reference]), "png")
+            reference = references[pair["prompt_id"]].reference
+            pair["conditioning"] = media(conditioning_frame_png(clip(reference)), "png")
     n_gold = math.ceil(config.gold_fraction * len(pairs)) if config.gold_fraction > 0 else 0
     inputs = sorted(references)
     golds = []
     for i, input_id in enumerate(random.Random(config.seed).sample(inputs, min(n_gold, len(inputs)))):
         source = references[input_id]
-        clip = frames.get(source.reference)
-        clip = decode_mp4(store.read_bytes(source.reference)) if clip is None else clip
-        golds.append(gold_pair(input_id, source.reference, media(encode_mp4(degrade(clip, seed=i), 7), "mp4"),
-                               source.prompt))
+        degraded = encode_mp4(degrade(clip(source.reference), seed=i), 7)
+        golds.append(gold_pair(input_id, source.reference, media(degraded, "mp4"), source.prompt))
     version, body = task_list(pairs + golds, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     rel = f"{TASKS_DIR}/{version}/tasks.json"
     tasks_uri = store.uri(rel) if store.exists(rel) else store.write_once(rel, body)  # same pairs: the first list stands
@@ -97,7 +101,7 @@ def rating_tasks(context: dg.AssetExecutionContext, config: RatingTasksConfig, s
         data_version=dg.DataVersion(version),
         metadata={"tasks_uri": uri_metadata(tasks_uri), "pairs": len(pairs), "gold_pairs": len(golds),
                   "pairs_per_pool": dg.MetadataValue.json(dict(sorted(per_pool.items()))),
-                  "models": md_table([{"model": m} for m in models]),
+                  "models": md_table([{"model": m, "weights": weights[m]} for m in models]),
                   "checkpoints_without_samples": ", ".join(without_samples) or "-",
                   "serve": f"svd-dag rating serve --tasks {tasks_uri}"},
     )

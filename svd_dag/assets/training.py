@@ -19,7 +19,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from svd_dag.assets.common import retry_transient_errors, link_metadata, source_version, uri_metadata
+from svd_dag.assets.common import link_metadata, retry_transient_errors, source_version, uri_metadata
 from svd_dag.assets.lineage_checks import lineage_check_results, lineage_check_specs
 from svd_dag.catalog import Catalog
 from svd_dag.curation.datasets import current_dataset, shard_index_for

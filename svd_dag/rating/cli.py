@@ -52,9 +52,10 @@ def run(args, out=sys.stdout) -> int:
         from svd_dag.evaluation.rating_tasks import LATEST_POINTER, latest_task_list
         from svd_dag.rating.server import serve
 
-        tasks = args.tasks or latest_task_list(Store(settings.storage_uri))
+        storage = Store(settings.storage_uri)
+        tasks = args.tasks or latest_task_list(storage)
         if tasks is None:
-            raise SystemExit(f"svd-dag rating serve: no task list: {Store(settings.storage_uri).uri(LATEST_POINTER)} "
+            raise SystemExit(f"svd-dag rating serve: no task list: {storage.uri(LATEST_POINTER)} "
                              "does not exist. Materialize rating_tasks first, or name a list with --tasks")
         try:
             serve(tasks, host=args.host, port=args.port, settings=settings, log_level=args.log_level,
