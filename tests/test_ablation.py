@@ -41,8 +41,30 @@ def test_recommendation_is_the_best_rated_level_and_says_if_it_is_separated():
         recommend("motion", {"25": (1000, 990, 1010)}, "judge")
 
 
+def test_the_study_inflates_the_base_image_model_and_never_a_parent(tmp_path):
+    from svd_dag.model_store import ModelStore
+    from svd_dag.training.config import STAGE_PRESETS, TrainConfig
+    from svd_dag.training.model_init import build_unet
+
+    def config(profile, **extra):
+        preset = {**STAGE_PRESETS["ablation"][profile], **extra}
+        return TrainConfig(profile=profile, manifest_uri="", output_uri="", state_dir="", **preset)
+
+    assert all(STAGE_PRESETS["ablation"][p]["inflate_base_image"] for p in ("tiny", "full"))
+    with pytest.raises(ValueError, match="no parent"):
+        config("tiny", init_from=str(tmp_path)).validate()
+    with pytest.raises(ValueError, match="no parent"):
+        TrainConfig(profile="tiny", manifest_uri="", output_uri="", state_dir="", stage="image",
+                    inflate_base_image=True).validate()
+    # The full profile starts from SD 2.1, as stage I does: a store without it is named.
+    with pytest.raises(FileNotFoundError, match="sd21/unet"):
+        build_unet(config("full").validate(), 4, 1024, ModelStore(str(tmp_path), str(tmp_path / "cache")))
+    unet, info = build_unet(config("tiny").validate(), 4, 32)
+    assert type(unet).__name__ == "UNetSpatioTemporalConditionModel" and info["init"].startswith("inflated from")
+
+
 @pytest.fixture(scope="module")
-def study(curated, trained):
+def study(curated):
     defs, instance = curated["defs"], curated["instance"]
     for level in ("12.5", "50"):
         key = dg.MultiPartitionKey({"criterion": "motion", "level": level})
@@ -59,6 +81,12 @@ def test_two_cells_train_render_and_are_ranked_by_the_proxy_judge(curated, study
     cat = curated["cat"]
     cells = {r["variant"]: r for r in cat.rows("SELECT * FROM checkpoints WHERE asset = 'filter_ablation'")}
     assert set(cells) == {"motion|12.5", "motion|50"}
+    # Every cell inflates the base image model: none descends from stage I, which trains on lvd_f.
+    for cell in cells.values():
+        assert cell["parent_asset"] is None and cell["parent_checkpoint_uri"] is None
+        with open(f"{cell['checkpoint_uri']}/svd_dag_training.json") as f:
+            init = json.load(f)["init"]
+        assert init["init"] == "inflated from random (tiny profile)" and init["new_params"] > 0, init
     kept = {r["asset"]: r["kept"] for r in cat.rows("SELECT asset, kept FROM dataset_versions WHERE asset LIKE 'filter_ablation:%'")}
     assert kept["filter_ablation:motion|12.5"] > kept["filter_ablation:motion|50"]  # removing more keeps less
     # The probe clips (what the judge compares samples with) are in no cell's training data.
@@ -105,7 +133,11 @@ def test_lvd_f_can_adopt_the_recommended_threshold(curated, study):
                                       run_config=run_config(lvd_f=LVD_F_SESSION)).success
     thresholds = json.loads(latest["report"])["thresholds"]
     assert thresholds["remove_fractions"]["motion"] == LEVELS[rec["level"]]
-    assert "motion" in thresholds["from_ablation"]
+    # The record names the report version it adopted: the data version Dagster shows for it.
+    event = curated["instance"].get_latest_materialization_event(dg.AssetKey("filter_ablation_report"))
+    report_version = event.asset_materialization.tags["dagster/data_version"]
+    assert rec["report_version"] == report_version
+    assert thresholds["from_ablation"]["motion"].endswith(f"filter_ablation_report@{report_version})")
 
 
 # --- The study ranked by people: rating_tasks -> the rating page -> votes -> report -> lvd_f ---

@@ -45,6 +45,11 @@ SPEC_GROUPS = {
 }
 SPEC_ASSETS = sorted({*SPEC_GROUPS, "filter_ablation", "hq_finetune_set"})
 SPEC_CHAIN = [("stage1_image_checkpoint", "stage2_video_checkpoint"), ("stage2_video_checkpoint", "stage3_hq_checkpoint")]
+# Reads that go through the catalog, declared as edges so that staleness and lineage are true.
+CATALOG_READS = [("clip_shards", stage) for stage in ("stage1_image_checkpoint", "stage2_video_checkpoint",
+                                                      "stage3_hq_checkpoint", "i2v_checkpoint")] + [
+    ("filter_ablation_report", "lvd_f"), ("filter_ablation_report", "lvd_f_eval"),
+    ("lvd_f_eval", "fvd_eval"), ("preference_votes", "elo_ratings"), ("preference_votes", "filter_ablation_report")]
 
 KIND_TAG_PREFIX = "dagster/kind/"  # Dagster stores kinds as tags too; they are recorded under "kinds"
 
@@ -152,6 +157,16 @@ def test_asset_graph_matches_the_snapshot(tmp_path):
             + diff, pytrace=False)
 
 
+def _ancestors(assets: dict, key: str) -> set[str]:
+    seen, todo = set(), list(assets[key]["deps"])
+    while todo:
+        parent = todo.pop()
+        if parent not in seen:
+            seen.add(parent)
+            todo += assets[parent]["deps"]
+    return seen
+
+
 def test_asset_graph_keeps_the_projects_promises(tmp_path):
     graph = asset_graph_snapshot(_defs(tmp_path / "home"))
     assets = graph["assets"]
@@ -161,8 +176,10 @@ def test_asset_graph_keeps_the_projects_promises(tmp_path):
 
     assert [k for k in SPEC_ASSETS if k not in assets] == []  # SPEC's public names
     assert {k: assets[k]["group"] for k in SPEC_GROUPS} == SPEC_GROUPS
-    for upstream, downstream in SPEC_CHAIN:
+    for upstream, downstream in SPEC_CHAIN + CATALOG_READS:
         assert upstream in assets[downstream]["deps"], (upstream, downstream)
+    # The study decides lvd_f, so none of its cells may descend from lvd_f (the old stage-I parent).
+    assert "lvd_f" not in _ancestors(assets, "filter_ablation")
 
     gpu_training = {k: a["pool"] for k, a in assets.items()
                     if a["group"] in ("training", "finetunes") and "pytorch" in a["kinds"]}

@@ -3,8 +3,9 @@ level: subset -> small model -> probe samples) and `filter_ablation_report` (vot
 cell -> a recommended threshold per criterion, which `lvd_f` can adopt).
 
 Subsets come from the existing annotations (no annotator re-runs); every cell trains the
-`ablation` preset of the one training entry point from the current stage-I checkpoint and
-renders the same probe prompts (captions of fixed clips) with the same seeds.
+`ablation` preset of the one training entry point, inflated from the base image model (not
+from stage I, which trains on lvd_f: the study decides lvd_f), and renders the same probe
+prompts (captions of fixed clips) with the same seeds.
 """
 
 import datetime as dt
@@ -20,8 +21,7 @@ from pydantic import Field
 from svd_dag.assets.common import link_metadata, md_table, retry_transient_errors, source_version
 from svd_dag.curation.datasets import MANIFEST_COLUMNS
 from svd_dag.assets.lineage_checks import lineage_check_results, lineage_check_specs
-from svd_dag.assets.training import (TRAINING_CODE, StageConfig, checkpoint_metadata, current_checkpoint,
-                                     stage1_image_checkpoint, train_checkpoint)
+from svd_dag.assets.training import TRAINING_CODE, StageConfig, checkpoint_metadata, train_checkpoint
 from svd_dag.evaluation.ablation import CRITERIA, LEVELS
 from svd_dag.evaluation.votes import canonical_model_id
 from svd_dag.resources import (CatalogResource, MlflowResource, ModelStoreResource, StorageResource,
@@ -54,7 +54,9 @@ def _probe_manifest(cat, store, count: int) -> tuple[str, list[str]]:
     return store.write_once(f"filter_ablation/probe/{digest}/manifest.parquet", buf.getvalue()), ids
 
 
-@dg.asset(group_name=GROUP, deps=["annotations", stage1_image_checkpoint], partitions_def=ABLATION_PARTITIONS,
+# Not downstream of stage I: stage I trains on lvd_f, which adopts this study's result (lvd_f
+# depends on filter_ablation_report), so the cells start from the base image model instead.
+@dg.asset(group_name=GROUP, deps=["annotations"], partitions_def=ABLATION_PARTITIONS,
           code_version=TRAINING_CODE, pool="gpu", kinds={"pytorch", "mlflow"},
           # Only lineage_complete: the study trains on the whole annotated pool by design (held-out
           # clips included); its models are compared on probe prompts, never registered or FVD-scored.
@@ -67,6 +69,8 @@ def filter_ablation(context: dg.AssetExecutionContext, config: AblationConfig, s
     alone (percentiles over the existing annotations), train the small `ablation` model on
     the rest (same architecture, steps and seed in every cell) and render the fixed probe
     prompts. Run or backfill any cell alone from the UI; `filter_ablation_report` ranks them.
+    Each cell inflates the base image model, what stage I starts from (SD 2.1 in the full
+    profile, as in the paper's study), so no cell descends from the lvd_f the study decides.
     """
     from svd_dag.curation.datasets import DatasetPart, publish_dataset
     from svd_dag.curation.filtering import percentile_filter
@@ -94,7 +98,7 @@ def filter_ablation(context: dg.AssetExecutionContext, config: AblationConfig, s
     result, published = cat.write(publish)
     version, manifest_uri = published.version, published.manifest_uris[f"filter_ablation:{cell}"]
     dataset = {"dataset_version": version, "manifest_uri": manifest_uri, "asset": f"filter_ablation:{cell}"}
-    trained = train_checkpoint(context, "ablation", config, dataset, current_checkpoint(cat, "stage1_image_checkpoint"),
+    trained = train_checkpoint(context, "ablation", config, dataset, None,
                                storage, catalog, model_store, mlflow, launcher, variant=cell,
                                extra={"sample_manifest_uri": probe_uri, "sample_count": config.probe_clips})
     return dg.MaterializeResult(
@@ -193,12 +197,14 @@ def filter_ablation_report(context: dg.AssetExecutionContext, config: AblationRe
                             "bt_low": b.ci_low, "bt_high": b.ci_high, "rank": b.rank, "n_votes": e.n_votes,
                             "rater_kind": kind, "checkpoint_uri": mine[v]["checkpoint_uri"]})
         if len(ratings) >= 2:
-            rec = recommend(criterion, ratings, kind)
-            recommendations.append({**rec.__dict__, "computed_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)})
+            recommendations.append(recommend(criterion, ratings, kind).__dict__)
         evidence[criterion] = len(votes)
     if not results:
         raise ValueError("the curation study needs at least two materialized cells of one criterion "
                          "(materialize filter_ablation partitions first)")
+    version = hashlib.sha256(json.dumps(results, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    computed_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    recommendations = [{**r, "computed_at": computed_at, "report_version": version} for r in recommendations]
     if judged:
         cat.replace_table("ablation_judge_votes", pa.Table.from_pylist(judged))
     cat.replace_table("ablation_results", pa.Table.from_pylist(results))
@@ -212,7 +218,6 @@ def filter_ablation_report(context: dg.AssetExecutionContext, config: AblationRe
             tracker.client().log_metric(run_id, f"elo_{r['criterion']}_{r['level'].replace('.', '_')}", r["elo"])
         tracker.log_json(run_id, {"results": results, "recommendations": recommendations}, "ablation.json")
         tracker.finish(run_id, {})
-    version = hashlib.sha256(json.dumps(results, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={"cells": md_table([{k: (round(v, 1) if isinstance(v, float) else v) for k, v in r.items()

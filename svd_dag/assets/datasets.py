@@ -104,14 +104,17 @@ class LvdFConfig(dg.Config):
 
 
 LVD_F_CODE = source_version("curation/filtering.py", "curation/datasets.py")
+# filter_ablation_report: read only with use_ablation_recommendations, declared always so that
+# a new study result shows lvd_f (and the checkpoints after it) as stale.
+LVD_F_DEPS = ["annotations", "filter_ablation_report"]
 
 
 @dg.multi_asset(
     group_name=GROUP,
     specs=[
-        dg.AssetSpec("lvd_f", deps=["annotations"], code_version=LVD_F_CODE, kinds={"duckdb", "parquet"},
+        dg.AssetSpec("lvd_f", deps=LVD_F_DEPS, code_version=LVD_F_CODE, kinds={"duckdb", "parquet"},
                      description="LVD-F: the clips that survive SVD's percentile filters, minus the evaluation split"),
-        dg.AssetSpec("lvd_f_eval", deps=["annotations"], code_version=LVD_F_CODE, kinds={"duckdb", "parquet"},
+        dg.AssetSpec("lvd_f_eval", deps=LVD_F_DEPS, code_version=LVD_F_CODE, kinds={"duckdb", "parquet"},
                      description="the held-out evaluation split of the same lvd_f version (training never sees it)"),
     ],
     check_specs=[dg.AssetCheckSpec("keeps_clips", asset="lvd_f", blocking=True,
@@ -143,10 +146,11 @@ def lvd_f(context: dg.AssetExecutionContext, config: LvdFConfig, storage: Storag
             raise ValueError("use_ablation_recommendations is set but filter_ablation_report has not run")
         adopted = {r["criterion"]: r for r in cat.rows("SELECT * FROM ablation_recommendations")}
         fractions.update({c: r["remove_fraction"] for c, r in adopted.items()})
-    # Dagster cannot show this read as an edge (lvd_f -> stage I -> filter_ablation -> its report
-    # -> lvd_f is a cycle), so the record names the recommendations it adopted, as of when.
+    # The record names the recommendations adopted: the report version, the raters, and when.
     thresholds = {"remove_fractions": fractions, "text_max_area": config.text_max_area,
-                  "from_ablation": {c: f"{r['level']}% ({r['rater_kind']} votes, recommended {r['computed_at']})"
+                  "from_ablation": {c: f"{r['level']}% ({r['rater_kind']} votes, recommended {r['computed_at']}"
+                                       + (f", filter_ablation_report@{r['report_version']})" if r.get("report_version")
+                                          else ")")
                                     for c, r in adopted.items()},
                   "eval_fraction": config.eval_fraction, "eval_split_by": config.eval_split_by,
                   "eval_seed": config.eval_seed}

@@ -61,6 +61,9 @@ class TrainConfig:
     seed: int = 0
     # Tiny profile, stage I: fit the small VAE to the data's frames first (0 = keep it random).
     vae_fit_steps: int = 0
+    # A video stage with no parent inflates the base image model, what stage I starts from (SD 2.1
+    # in the full profile): the filter ablation, whose cells must not descend from data it judges.
+    inflate_base_image: bool = False
     task: str = "text"
     # I2V family: the conditioning frame is noised in pixel space with ln s ~ N(cond_p_mean, cond_p_std^2)
     # (that s is also the noise-strength micro-condition); image embedding and conditioning latent
@@ -107,6 +110,8 @@ class TrainConfig:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.task != "text" and self.stage != "video":
             raise ValueError(f"the {self.task} fine-tune is a video stage: stage must be 'video'")
+        if self.inflate_base_image and (self.stage != "video" or self.task != "text" or self.init_from):
+            raise ValueError("inflate_base_image is for a text-to-video stage with no parent checkpoint")
         if self.task == "interpolation" and self.num_frames < 3:
             raise ValueError("interpolation needs num_frames >= 3 (first and last are given)")
         if self.task == "multiview" and not self.orbits_uri:
@@ -196,11 +201,14 @@ STAGE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                      gradient_checkpointing=True),
     },
     # The filter ablation (SPEC 2.6): one small video model per candidate subset, inflated from
-    # stage I; the same architecture, steps and probe samples for every cell.
+    # the base image model (SD 2.1 in the full profile, as the paper's study; not stage I, which
+    # trains on the lvd_f the study decides); the same architecture, steps and probe samples for
+    # every cell. The tiny profile fits its small VAE first, as stage I does.
     "ablation": {
         "tiny": dict(stage="video", num_frames=4, steps=8, batch_size=2, checkpoint_every=8, sample_steps=4,
-                     sample_count=3, learning_rate=3e-4),
+                     sample_count=3, learning_rate=3e-4, inflate_base_image=True, vae_fit_steps=120),
         "full": dict(dataloader_workers=8, stage="video", num_frames=14, height=256, width=384, steps=10_000, global_batch=256, batch_size=8,
+                     inflate_base_image=True,
                      checkpoint_every=1_000, sample_count=64, text_arch="ViT-H-14", mixed_precision="bf16",
                      gradient_checkpointing=True),
     },

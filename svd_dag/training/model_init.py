@@ -22,34 +22,21 @@ VAE_FIT_FRAMES = 4  # frames per clip the tiny VAE's temporal decoder learns to 
 def build_unet(cfg: TrainConfig, latent_channels: int, text_width: int, store=None):
     from diffusers import UNet2DConditionModel, UNetSpatioTemporalConditionModel
 
-    from svd_dag.training import unets
-
     parent = os.path.join(cfg.init_from, "unet") if cfg.init_from else None
     parent_class = json.load(open(os.path.join(parent, "config.json")))["_class_name"] if parent else None
     if cfg.stage == "image":
         if parent:
             return UNet2DConditionModel.from_pretrained(parent), {"init": f"continued from {cfg.init_from}"}
-        if cfg.profile == "full":
-            sd21 = store.find("sd21/unet/config.json") if store is not None else None
-            if sd21 is None:
-                raise FileNotFoundError("the full profile's stage I starts from SD 2.1's UNet: put its diffusers "
-                                        "folder at <model store>/sd21/unet/ (config.json + safetensors)")
-            return UNet2DConditionModel.from_pretrained(os.path.dirname(sd21)), {"init": "SD 2.1 UNet (model store)"}
-        config = unets.tiny_image_unet_config(latent_channels=latent_channels, cross_attention_dim=text_width,
-                                              sample_size=cfg.height // 4)
-        return unets.build_image_unet(config), {"init": "random (tiny profile)"}
+        return base_image_unet(cfg, latent_channels, text_width, store)
+    if parent is None and cfg.inflate_base_image:
+        image_unet, base = base_image_unet(cfg, latent_channels, text_width, store)
+        return _inflate(cfg, image_unet, base["init"])
     if parent is None:
         raise ValueError("a video stage starts from a checkpoint: init_from is required")
     if parent_class == "UNet2DConditionModel" and cfg.task != "text":
         raise ValueError(f"the {cfg.task} fine-tune starts from a video checkpoint, got an image UNet in {cfg.init_from}")
     if parent_class == "UNet2DConditionModel":
-        image_unet = UNet2DConditionModel.from_pretrained(parent)
-        add_dim = 256 if cfg.profile == "full" else unets.TINY_ADDITION_TIME_EMBED_DIM
-        video_config = unets.video_unet_config_from_image(dict(image_unet.config), num_frames=cfg.num_frames,
-                                                          addition_time_embed_dim=add_dim)
-        inflation = unets.inflate_image_unet(image_unet, video_config)
-        return inflation.unet, {"init": f"inflated from {cfg.init_from}",
-                                "copied_params": inflation.report.copied_params, "new_params": inflation.report.new_params}
+        return _inflate(cfg, UNet2DConditionModel.from_pretrained(parent), cfg.init_from)
     unet = UNetSpatioTemporalConditionModel.from_pretrained(parent)
     info: dict[str, Any] = {"init": f"continued from {cfg.init_from}"}
     if cfg.task != "text":
@@ -63,6 +50,36 @@ def build_unet(cfg: TrainConfig, latent_channels: int, text_width: int, store=No
         if cfg.task == "multiview":
             unet = finetune_models.add_vector_conditions(unet, 4)  # + camera elevation
     return unet, info
+
+
+def base_image_unet(cfg: TrainConfig, latent_channels: int, text_width: int, store):
+    """What stage I starts from: SD 2.1's UNet from the model store (full profile), or a seeded
+    random tiny image UNet."""
+    from diffusers import UNet2DConditionModel
+
+    from svd_dag.training import unets
+
+    if cfg.profile == "full":
+        sd21 = store.find("sd21/unet/config.json") if store is not None else None
+        if sd21 is None:
+            raise FileNotFoundError("the full profile's image model starts from SD 2.1's UNet: put its diffusers "
+                                    "folder at <model store>/sd21/unet/ (config.json + safetensors)")
+        return UNet2DConditionModel.from_pretrained(os.path.dirname(sd21)), {"init": "SD 2.1 UNet (model store)"}
+    config = unets.tiny_image_unet_config(latent_channels=latent_channels, cross_attention_dim=text_width,
+                                          sample_size=cfg.height // 4)
+    return unets.build_image_unet(config), {"init": "random (tiny profile)"}
+
+
+def _inflate(cfg: TrainConfig, image_unet, source: str):
+    """The image UNet with temporal layers inserted (spatial weights copied, temporal ones new)."""
+    from svd_dag.training import unets
+
+    add_dim = 256 if cfg.profile == "full" else unets.TINY_ADDITION_TIME_EMBED_DIM
+    video_config = unets.video_unet_config_from_image(dict(image_unet.config), num_frames=cfg.num_frames,
+                                                      addition_time_embed_dim=add_dim)
+    inflation = unets.inflate_image_unet(image_unet, video_config)
+    return inflation.unet, {"init": f"inflated from {source}",
+                            "copied_params": inflation.report.copied_params, "new_params": inflation.report.new_params}
 
 
 def fetch_parent(cfg: TrainConfig) -> TrainConfig:
