@@ -10,7 +10,7 @@ import pytest
 from conftest import KEEP_ALL, LVD_F_SESSION, assets_job, meta_of, run_config
 from svd_dag.evaluation.ablation import JUDGE_ID, LEVELS, cell_fractions, judge_pair, judge_votes, recommend
 
-QUICK = {"steps": 3, "checkpoint_every": 3, "probe_clips": 2}
+QUICK = {"steps": 3, "checkpoint_every": 3, "probe_clips": 2, "vae_fit_steps": 20}
 
 
 def test_a_cell_filters_by_its_criterion_alone():
@@ -149,7 +149,7 @@ def _materialize(defs, instance, *assets, run_config=None):
 
 
 @pytest.fixture(scope="module")
-def campaign(curated, study, tmp_path_factory):
+def campaign(curated, trained, study, tmp_path_factory):
     """rating_tasks over the session's checkpoints and the study's two cells, served by a real
     `svd-dag rating serve`; votes go to a votes root of this campaign only."""
     import dataclasses

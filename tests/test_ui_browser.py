@@ -1,13 +1,14 @@
 """The Dagster UI and the MLflow UI in a real browser (headless Debian Chromium through Playwright).
 
 An MLflow UI over the home's tracking store starts first (as `make ui` does), then a curation run
-and a short training run are materialized into a persistent Dagster home with metadata links
-pointing at that MLflow UI, then one `dagster dev` (webserver + daemon) serves that home on
-127.0.0.1 and one browser visits it: the asset graph shows every group and the curation assets;
-lvd_f's page shows its latest metadata with the histogram image rendered; a checkpoint's page
-plays its sample preview; its MLflow link opens the run's page with the loss curve; lvd_f
-launched from the Launchpad with another `motion_remove` runs (the daemon dequeues it) and its
-new dataset version shows; a launch that filters everything out shows keeps_clips failed.
+and a short training run (stages I and II) are materialized into a persistent Dagster home with
+metadata links pointing at that MLflow UI, then one `dagster dev` (webserver + daemon) serves that
+home on 127.0.0.1 and one browser visits it: the asset graph shows every group and the curation
+assets; lvd_f's page shows its latest metadata with the histogram image rendered; a checkpoint's
+page plays its sample preview; its MLflow link opens the run's page with the loss curve; lvd_f
+launched from the Launchpad with another `motion_remove` runs (the daemon dequeues it; the UI
+first asks to confirm, as no curation study has run) and its new dataset version shows; a launch
+that filters everything out shows keeps_clips failed.
 Every request that leaves loopback is aborted.
 
 The tests run in file order and share the one home: the last two add materializations.
@@ -27,7 +28,8 @@ from playwright.sync_api import expect
 import ui_servers
 
 KEEP_ALL = {"motion_remove": 0.0, "aesthetics_remove": 0.0, "caption_similarity_remove": 0.0, "text_remove": 0.0}
-STAGES = ["stage1_image_checkpoint", "stage2_video_checkpoint", "stage3_hq_checkpoint"]
+STAGES = ["stage1_image_checkpoint", "stage2_video_checkpoint"]  # stage II is the first that renders samples
+CHECKPOINT = STAGES[-1]
 TRAIN_STEPS = 3
 GROUPS = ["curation", "training", "finetunes", "evaluation"]
 RUN_TIMEOUT_MS = 180_000  # a launched run: the daemon's dequeue, the run worker and the step subprocess
@@ -44,9 +46,9 @@ def ui(tmp_path_factory, bikes_path):
         env["SVD_DAG_MLFLOW_UI_URL"] = mlflow_ui.url
         curation = ui_servers.materialize(env, "recuration", {"ops": {"lvd_f": {"config": KEEP_ALL}}}, root / "curation.log")
         assert curation["success"], (root / "curation.log").read_text()[-4000:]
-        short = {"config": {"steps": TRAIN_STEPS, "checkpoint_every": TRAIN_STEPS}}
-        training = ui_servers.materialize(env, "training", {"ops": {"hq_finetune_set": {"config": KEEP_ALL},
-                                                                    **{s: short for s in STAGES}}}, root / "training.log")
+        short = {"config": {"steps": TRAIN_STEPS, "checkpoint_every": TRAIN_STEPS, "vae_fit_steps": 20}}
+        training = ui_servers.materialize(env, "assets:" + ",".join(STAGES), {"ops": {s: short for s in STAGES}},
+                                          root / "training.log")
         assert training["success"], (root / "training.log").read_text()[-4000:]
         shots = root / "screenshots"
         shots.mkdir()
@@ -119,6 +121,11 @@ def launch_lvd_f(page, url: str, config_yaml: str) -> tuple[str, str]:
     confirm = page.get_by_role("dialog").filter(has_text="Additional assets will be materialized")
     confirm.get_by_text("lvd_f_eval").wait_for()
     confirm.get_by_role("button", name="Confirm").click()
+    # no study has run in this home: the UI asks before materializing below an unmaterialized
+    # upstream (lvd_f reads filter_ablation_report only with use_ablation_recommendations)
+    upstream = page.get_by_role("dialog").filter(has_text="have not been materialized yet")
+    upstream.get_by_text("filter_ablation_report", exact=True).wait_for()
+    upstream.get_by_role("button", name="Confirm").click()
     launchpad = page.get_by_role("dialog").filter(has_text="Launchpad")
     editor = launchpad.locator(".CodeMirror")
     launchpad.get_by_text("motion_remove: 0.25").wait_for()  # the scaffolded defaults are in the editor
@@ -200,7 +207,7 @@ def open_markdown(page, key: str):
 
 @explained
 def test_checkpoint_page_plays_its_sample_preview(page, ui):
-    page.goto(f"{ui['url']}/assets/stage3_hq_checkpoint")
+    page.goto(f"{ui['url']}/assets/{CHECKPOINT}")
     videos = json.loads(metadata_value(page, "sample_videos"))
     assert videos and all(v.endswith(".mp4") for v in videos), videos
     dialog = open_markdown(page, "sample_preview")
@@ -221,7 +228,7 @@ def test_checkpoint_page_plays_its_sample_preview(page, ui):
 
 @explained
 def test_mlflow_link_opens_the_run_page_with_its_loss_curve(page, ui):
-    page.goto(f"{ui['url']}/assets/stage3_hq_checkpoint")
+    page.goto(f"{ui['url']}/assets/{CHECKPOINT}")
     row = page.locator("tr").filter(has=page.get_by_text("mlflow_run", exact=True))
     link = row.locator("a").first
     href = link.get_attribute("href")
@@ -243,7 +250,7 @@ def _check_run_page(run_page, ui, run_id: str) -> None:
     run_page.wait_for_load_state()
     # the MLflow UI's first page load on a busy 2-core machine takes a while (its bundle, the store)
     run_page.get_by_text(run_id).first.wait_for(timeout=180_000)
-    run_page.get_by_text("stage3_hq_checkpoint-", exact=False).first.wait_for()
+    run_page.get_by_text(f"{CHECKPOINT}-", exact=False).first.wait_for()
     run_page.get_by_role("tab", name="Model metrics").click()
     card = run_page.locator("[data-testid='experiment-view-compare-runs-card']").filter(
         has=run_page.get_by_text("loss", exact=True))
