@@ -6,7 +6,7 @@
                                      200 stored / 409 duplicate, already_decided or conflict
     GET  /r/<token>/media/<id>       a video or conditioning frame of the task list (Range)
     GET  /admin/<admin token>        statistics; /admin/<admin token>/export.csv every answer
-    GET  /healthz                    {"ok": true, "task_list": version, "pairs": n}
+    GET  /healthz                    {"ok": true, "task_list": version, "pairs": n, "follows_latest": bool}
 
 Every rater request is checked against the raters folder (403 for an unknown link); a file
 is served only by the opaque id the task list gives it (404 for anything else), so nothing
@@ -14,6 +14,8 @@ a request holds is used as a path. A vote's answers come in displayed terms (lef
 are stored in the task's a/b terms; the models are named to the rater only in the vote's
 answer. Both a stored vote and a refused retry answer with the models and the progress, so
 a browser that resends a vote it got no answer for carries on as if the first had answered.
+The task list may change while the app runs (`follow.TaskSource`): votes and media of the
+lists served just before still answer.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import BaseModel, Field
 
 from svd_dag.rating import stats
+from svd_dag.rating.follow import TaskSource
 from svd_dag.rating.media import MediaFiles, media_response
 from svd_dag.rating.raters import Rater, Raters
 from svd_dag.rating.state import RatingState
@@ -73,13 +76,15 @@ class SecurityHeaders:
         await self.app(scope, receive, add_headers)
 
 
-def create_app(tasks: TaskList, votes: Store, state: Store, admin_token: str,
+def create_app(tasks: TaskList | TaskSource, votes: Store, state: Store, admin_token: str,
                raters: Raters | None = None) -> FastAPI:
-    """The app for one task list: votes to `votes` (the votes root), decision records and
-    raters in `state` (the rating state folder), the admin page behind `admin_token`."""
+    """The app for a task list (or a `TaskSource` that follows the newest): votes to `votes`
+    (the votes root), decision records and raters in `state` (the rating state folder), the
+    admin page behind `admin_token`."""
     if len(admin_token) < 16:
         raise ValueError("the admin token must be at least 16 characters (SVD_DAG_RATING_ADMIN_TOKEN)")
     rating = RatingState(tasks, votes, state)
+    source = rating.source
     raters = raters or Raters(state)
     files = MediaFiles()
     templates = jinja2.Environment(loader=jinja2.PackageLoader("svd_dag.rating", "templates"),
@@ -112,7 +117,8 @@ def create_app(tasks: TaskList, votes: Store, state: Store, admin_token: str,
 
     @app.get("/healthz")
     def healthz():
-        return {"ok": True, "task_list": tasks.version, "pairs": len(tasks.pairs)}
+        tasks = source.current
+        return {"ok": True, "task_list": tasks.version, "pairs": len(tasks.pairs), "follows_latest": source.follows}
 
     @app.get("/static/{name}")
     def static_file(name: str):
@@ -139,10 +145,10 @@ def create_app(tasks: TaskList, votes: Store, state: Store, admin_token: str,
     @app.post("/r/{token}/vote")
     def vote(token: str, body: VoteIn):
         rater = rater_of(token)
-        pair = tasks.pair(body.pair_id)
+        pair, tasks = source.pair(body.pair_id)
         if pair is None:
-            raise HTTPException(404, f"pair {body.pair_id!r} is not in task list {tasks.version}")
-        outcome = rating.decide(rater.rater_id, pair, body.decision_id, dict(body.answers), body.seconds)
+            raise HTTPException(404, f"pair {body.pair_id!r} is not in task list {source.current.version}")
+        outcome = rating.decide(rater.rater_id, pair, body.decision_id, dict(body.answers), body.seconds, tasks)
         answer = {"status": outcome.status, "progress": rating.progress(rater.rater_id)}
         if outcome.status != "conflict":
             answer["reveal"] = rating.reveal(rater.rater_id, pair)
@@ -152,14 +158,14 @@ def create_app(tasks: TaskList, votes: Store, state: Store, admin_token: str,
     @app.api_route("/r/{token}/media/{mid}", methods=["GET", "HEAD"])
     def media(token: str, mid: str, request: Request):
         rater_of(token)
-        uri = tasks.media_uri(mid)
+        uri = source.media_uri(mid)
         if uri is None:
             raise HTTPException(404, "not a file of this task list")
         try:
             return media_response(files, uri, media_type(uri), request.headers.get("range"),
                                   head=request.method == "HEAD")
         except FileNotFoundError:
-            log.warning("task list %s names %s, which does not exist", tasks.uri, uri)
+            log.warning("task list %s names %s, which does not exist", source.current.uri, uri)
             raise HTTPException(404, "this file of the task list is missing") from None
 
     def admin_check(token: str) -> None:
@@ -170,6 +176,7 @@ def create_app(tasks: TaskList, votes: Store, state: Store, admin_token: str,
     def admin(token: str):
         admin_check(token)
         decisions = rating.decisions()
+        tasks = source.current
         return page("admin.html", tasks=tasks, summary=stats.summary(decisions, len(tasks.pairs)),
                     raters=stats.rater_stats(decisions), models=stats.model_stats(decisions),
                     axes=list(AXIS_TITLES.items()), base=f"/admin/{token}")

@@ -1,6 +1,7 @@
 """`svd-dag rating ...`: serve the rating page, issue and withdraw rater links, export answers.
 
-    svd-dag rating serve [--tasks <uri>] [--host 127.0.0.1] [--port 8765]   # default: rating_tasks' newest list
+    svd-dag rating serve [--tasks <uri>] [--host 127.0.0.1] [--port 8765]   # default: rating_tasks' newest list,
+                                                                         # followed as new ones are written
     svd-dag rating add-rater <name> [--url http://host:port]   # prints the rater's link
     svd-dag rating remove-rater <name>
     svd-dag rating raters [--url ...]                           # every rater and their link
@@ -22,8 +23,11 @@ def add_parser(sub) -> None:
                             description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = rating.add_subparsers(dest="rating", required=True)
     serve = which.add_parser("serve", help="serve the rating page for a task list")
-    serve.add_argument("--tasks", default=None, help="the task list (rating_tasks' JSON): a local path or s3:// URI "
-                                                     "(default: the newest one rating_tasks wrote under the storage root)")
+    serve.add_argument("--tasks", default=None, help="a fixed task list (rating_tasks' JSON): a local path or s3:// URI "
+                                                     "(default: the newest one rating_tasks wrote under the storage "
+                                                     "root, and each newer one as it appears)")
+    serve.add_argument("--check-every", type=float, default=30.0, metavar="SECONDS",
+                       help="without --tasks: how often to look for a newer task list (default 30)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
@@ -59,7 +63,8 @@ def run(args, out=sys.stdout) -> int:
                              "does not exist. Materialize rating_tasks first, or name a list with --tasks")
         try:
             serve(tasks, host=args.host, port=args.port, settings=settings, log_level=args.log_level,
-                  access_log=args.access_log)
+                  access_log=args.access_log, check_every_s=args.check_every,
+                  resolve_latest=None if args.tasks else (lambda: latest_task_list(storage)))
         except TaskListError as e:
             raise SystemExit(f"svd-dag rating serve: {e}") from None
         return 0

@@ -1,7 +1,8 @@
 """Running the rating page: `serve` (uvicorn, in this process) and `RatingServer` (a subprocess).
 
 `serve` is what `svd-dag rating serve` runs: the task list is loaded and validated first (a
-bad one stops the start with its problems listed), votes go to `settings.votes_uri`, decision
+bad one stops the start with its problems listed); given `resolve_latest` (the CLI without
+`--tasks`), a newer list is picked up while it runs (`follow.TaskSource`). Votes go to `settings.votes_uri`, decision
 records and raters live in `settings.rating_uri`, and the admin page's token is
 `settings.rating_admin_token` or, unset, a fresh one printed at start. One process, one
 event loop; the blocking file writes run in its thread pool.
@@ -25,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO, Mapping
+from typing import IO, Callable, Mapping
 
 from svd_dag.settings import Settings, load_settings
 
@@ -40,11 +41,14 @@ def _is_loopback(host: str) -> bool:
 
 
 def serve(tasks_uri: str, host: str = "127.0.0.1", port: int = 8765, settings: Settings | None = None,
-          log_level: str = "warning", access_log: bool = False, out: IO[str] = sys.stderr) -> None:
-    """Serve the rating page for the task list at `tasks_uri` until interrupted."""
+          log_level: str = "warning", access_log: bool = False, out: IO[str] = sys.stderr,
+          resolve_latest: Callable[[], str | None] | None = None, check_every_s: float = 30.0) -> None:
+    """Serve the rating page for the task list at `tasks_uri` until interrupted; with
+    `resolve_latest` (the newest list's URI), switch to a newer list when one appears."""
     import uvicorn
 
     from svd_dag.rating.app import create_app
+    from svd_dag.rating.follow import TaskSource
     from svd_dag.rating.tasks import load_task_list
     from svd_dag.storage import Store
 
@@ -53,11 +57,14 @@ def serve(tasks_uri: str, host: str = "127.0.0.1", port: int = 8765, settings: S
         raise SystemExit("svd-dag rating serve: SVD_DAG_RATING_ADMIN_TOKEN must be at least 16 characters")
     tasks = load_task_list(tasks_uri)
     admin_token = settings.rating_admin_token or secrets.token_urlsafe(24)
-    app = create_app(tasks, Store(settings.votes_uri), Store(settings.rating_uri), admin_token)
+    source = TaskSource(tasks, resolve=resolve_latest, load=load_task_list, check_every_s=check_every_s)
+    app = create_app(source, Store(settings.votes_uri), Store(settings.rating_uri), admin_token)
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{port}"
     print(f"svd-dag rating: task list {tasks.uri} (version {tasks.version}, {len(tasks.pairs)} pairs, "
-          f"{sum(p.is_gold for p in tasks.pairs)} gold)\n"
+          f"{sum(p.is_gold for p in tasks.pairs)} gold)"
+          + (f"; a newer list is served within {check_every_s:g} s of rating_tasks writing it\n" if resolve_latest
+             else "; fixed (--tasks)\n") +
           f"  votes to {settings.votes_uri}, decisions and raters in {settings.rating_uri}\n"
           f"  serving on {url} (rater links: svd-dag rating add-rater <name>)", file=out)
     if settings.rating_admin_token:
@@ -83,16 +90,17 @@ def free_port() -> int:
 class RatingServer:
     """`svd-dag rating serve` in a subprocess on 127.0.0.1:<free port>, for tests and benchmarks.
 
-    `env` is the child's whole environment (default: this process's); when it sets no
-    SVD_DAG_RATING_ADMIN_TOKEN one is made (`admin_token`). Output goes to `log` (a path;
-    default: discarded). Use as a context manager, or `start()` / `stop()`."""
+    `tasks_uri` None serves the newest list of the storage root and follows it (checked every
+    `check_every_s`). `env` is the child's whole environment (default: this process's); when it
+    sets no SVD_DAG_RATING_ADMIN_TOKEN one is made (`admin_token`). Output goes to `log` (a
+    path; default: discarded). Use as a context manager, or `start()` / `stop()`."""
 
-    def __init__(self, tasks_uri: str, env: Mapping[str, str] | None = None, log: str | Path | None = None,
-                 port: int | None = None, start_timeout: float = 60.0):
+    def __init__(self, tasks_uri: str | None, env: Mapping[str, str] | None = None, log: str | Path | None = None,
+                 port: int | None = None, start_timeout: float = 60.0, check_every_s: float | None = None):
         self.env = dict(os.environ if env is None else env)
         self.admin_token = self.env.get("SVD_DAG_RATING_ADMIN_TOKEN") or secrets.token_urlsafe(24)
         self.env["SVD_DAG_RATING_ADMIN_TOKEN"] = self.admin_token
-        self.tasks_uri, self.log, self.start_timeout = tasks_uri, log, start_timeout
+        self.tasks_uri, self.log, self.start_timeout, self.check_every_s = tasks_uri, log, start_timeout, check_every_s
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -113,9 +121,12 @@ class RatingServer:
 
     def start(self) -> None:
         out = open(self.log, "a") if self.log else subprocess.DEVNULL
+        which = ["--tasks", self.tasks_uri] if self.tasks_uri else []
+        if self.check_every_s is not None:
+            which += ["--check-every", str(self.check_every_s)]
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "svd_dag.cli", "rating", "serve", "--tasks", self.tasks_uri,
+                [sys.executable, "-m", "svd_dag.cli", "rating", "serve", *which,
                  "--host", "127.0.0.1", "--port", str(self.port)],
                 env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         finally:
