@@ -43,10 +43,16 @@ def test_the_source_switches_after_the_interval_keeps_the_old_lists_and_skips_a_
     second = write_tasks(tmp_path / "v2.json", [pair("p2", media), pair("p3", media)], version=V2)
     broken = tmp_path / "v3.json"
     broken.write_text('{"version": "3333333333333333", "pairs": [{"pair_id": "p4"}]}')
-    pointer = {"uri": str(first)}
+    pointer = {"uri": str(first), "error": None}
+
+    def resolve():
+        if pointer["error"]:
+            raise pointer["error"]
+        return pointer["uri"]
+
     clock = Clock()
-    source = TaskSource(load_task_list(str(first)), resolve=lambda: pointer["uri"], load=load_task_list,
-                        check_every_s=30, clock=clock)
+    source = TaskSource(load_task_list(str(first)), resolve=resolve, load=load_task_list, check_every_s=30,
+                        clock=clock)
     assert source.follows and source.current.version == V1
 
     pointer["uri"] = str(second)
@@ -64,6 +70,12 @@ def test_the_source_switches_after_the_interval_keeps_the_old_lists_and_skips_a_
     with caplog.at_level(logging.WARNING, logger="svd_dag.rating.follow"):
         assert source.current.version == V2
     assert f"new task list {broken} not served" in caplog.text and "p4" in caplog.text
+
+    caplog.clear()
+    pointer["error"], clock.now = ConnectionError("storage unreachable"), 90.0  # an OSError, as s3fs raises
+    with caplog.at_level(logging.WARNING, logger="svd_dag.rating.follow"):
+        assert source.current.version == V2
+    assert "could not read the newest task list's pointer" in caplog.text
 
     fixed = TaskSource(load_task_list(str(first)))
     clock.now = 1e9

@@ -52,7 +52,11 @@ class TaskSource:
             return  # another request is looking: serve the current list meanwhile
         try:
             self._checked_at = self._clock()
-            uri = self._resolve()
+            try:
+                uri = self._resolve()
+            except (OSError, ValueError, KeyError) as e:  # storage unreachable, a pointer being rewritten
+                log.warning("could not read the newest task list's pointer (keeping %s): %r", self._current.uri, e)
+                return
             if uri is None or uri == self._current.uri:
                 return
             try:
