@@ -6,7 +6,7 @@
     svd-dag lineage up i2v_checkpoint          # checkpoint -> parents, datasets, annotators, raw sha256s
     svd-dag lineage down <sha256 | uri>        # raw video -> clips, per-version outcomes, checkpoints
     svd-dag lineage verify [<checkpoint>]      # re-hash what the record names; exit 1 on any mismatch
-    svd-dag rating serve --tasks <uri>         # the human rating page (svd-dag rating --help)
+    svd-dag rating serve [--tasks <uri>]       # the human rating page (svd-dag rating --help)
 
 Every asset's table has the asset's name. The catalog is the one the environment configures
 (`SVD_DAG_HOME`, as the code location reads it), opened read-only: a statement that would

@@ -96,14 +96,15 @@ def rating_tasks(context: dg.AssetExecutionContext, config: RatingTasksConfig, s
     for p in pairs + golds:
         per_pool[p["pool"]] = per_pool.get(p["pool"], 0) + 1
     models = sorted({p[side]["model"] for p in pairs for side in ("a", "b")})
-    context.log.info(f"{len(pairs)} pairs and {len(golds)} gold pairs: svd-dag rating serve --tasks {tasks_uri}")
+    context.log.info(f"{len(pairs)} pairs and {len(golds)} gold pairs: a running `svd-dag rating serve` picks them up "
+                     f"(or pin this list: svd-dag rating serve --tasks {tasks_uri})")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={"tasks_uri": uri_metadata(tasks_uri), "pairs": len(pairs), "gold_pairs": len(golds),
                   "pairs_per_pool": dg.MetadataValue.json(dict(sorted(per_pool.items()))),
                   "models": md_table([{"model": m, "weights": weights[m]} for m in models]),
                   "checkpoints_without_samples": ", ".join(without_samples) or "-",
-                  "serve": f"svd-dag rating serve --tasks {tasks_uri}"},
+                  "serve": f"svd-dag rating serve (the newest list, followed; this one alone: --tasks {tasks_uri})"},
     )
 
 
