@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import posixpath
 import shutil
 import tempfile
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import fsspec
 
@@ -27,6 +28,9 @@ def s3_options_from_env(env: dict[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if env is None else env
     endpoint = env.get("SVD_DAG_S3_ENDPOINT_URL")
     return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
+
+
+PUBLISHED = ".published"  # an S3 folder's last object: its file listing; without it the folder is unfinished
 
 
 class ImmutableArtefactError(RuntimeError):
@@ -106,12 +110,18 @@ class Store:
             os.close(fd)
         return True
 
-    def _create_remote(self, target: str, data: bytes, attempts: int = 4) -> bool:
-        """`create_bytes` on S3: a conditional PUT, asked again after a conflict."""
+    def _create_remote(self, target: str, data: bytes) -> bool:
+        """`create_bytes` on S3: a conditional PUT."""
+        return self._conditional_put(lambda: self.fs.pipe_file(target, data, mode="create"))
+
+    @staticmethod
+    def _conditional_put(put: Callable[[], Any], attempts: int = 4) -> bool:
+        """Run a conditional S3 write (If-None-Match: *): True when it created the object, False
+        when the name was taken; asked again after a conflict with a concurrent writer."""
         attempt = 0
         while True:
             try:
-                self.fs.pipe_file(target, data, mode="create")
+                put()
                 return True
             except FileExistsError:  # 412 PreconditionFailed: the name is taken
                 return False
@@ -136,13 +146,16 @@ class Store:
         """`write_once` for a local file, streamed (a manifest may be larger than memory).
 
         Locally the file appears by a hard link, which fails if a concurrent writer got there
-        first (then the two must be the same bytes). On S3 the check precedes the upload."""
+        first; on S3 the upload is conditional (If-None-Match: *, multipart uploads included),
+        so of two writers racing on one new name exactly one creates it. The loser's bytes must
+        then be the winner's."""
         target = self.uri(rel)
         if self.exists(target):
             self._same_or_refuse(local_path, target)
             return target
         if not self.is_local:
-            self.fs.put_file(local_path, target)
+            if not self._conditional_put(lambda: self.fs.put_file(local_path, target, mode="create")):
+                self._same_or_refuse(local_path, target)
             return target
         os.makedirs(posixpath.dirname(target), exist_ok=True)
         staged = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
@@ -163,19 +176,38 @@ class Store:
                                          "written once and never overwritten")
 
     def put_dir(self, local_dir: str, rel: str) -> str:
-        """Copy a local folder to `rel` under the root, which must not exist yet (a checkpoint
-        folder is written once); local targets appear atomically, complete or not at all."""
+        """Copy a local folder to `rel` under the root, once (a checkpoint folder is written
+        once): complete or not at all, and never over a published folder.
+
+        Locally the folder appears by one rename. S3 has no rename, so every file is uploaded
+        first and `PUBLISHED` last, by a conditional PUT: a listing of the folder's files with
+        their sizes and SHA-256. A folder without it is an upload that died (a killed pod, a
+        lost connection), never one that was reported; the next `put_dir` of the same folder
+        finishes it instead of refusing it."""
         target = self.uri(rel)
-        if self.exists(target):
+        if self.folder_published(target):
             raise ImmutableArtefactError(f"{target} already exists: a versioned folder is written once, never replaced")
         if self.is_local:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             staging = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
             shutil.copytree(local_dir, staging)
             os.rename(staging, target)
-        else:
-            self.fs.put(local_dir.rstrip("/") + "/", target + "/", recursive=True)
+            return target
+        listing = json.dumps({"files": folder_listing(local_dir)}, indent=1, sort_keys=True).encode()
+        self.fs.put(local_dir.rstrip("/") + "/", target + "/", recursive=True)
+        marker = posixpath.join(target, PUBLISHED)
+        if not self._create_remote(marker, listing) and self.read_bytes(marker) != listing:
+            raise ImmutableArtefactError(f"{target} was published by another writer with other files while this "
+                                         "one uploaded; a versioned folder is written once")
         return target
+
+    def folder_published(self, rel: str) -> bool:
+        """Whether the folder `rel` is complete: it exists (local folders appear whole), or on
+        S3 its `PUBLISHED` listing exists."""
+        target = self.uri(rel)
+        if self.is_local:
+            return os.path.isdir(target)
+        return self.exists(posixpath.join(target, PUBLISHED))
 
     def get_dir(self, uri: str, local_dir: str) -> str:
         """Copy the folder at `uri` (under this store) to `local_dir`; returns `local_dir`."""
@@ -206,6 +238,17 @@ class Store:
     def local_path(self, uri: str) -> str | None:
         """A path the OS can open directly, or None when the file is remote."""
         return self.uri(uri) if self.is_local else None
+
+
+def folder_listing(folder: str) -> dict[str, dict[str, Any]]:
+    """{relative path: {"size", "sha256"}} of every file under a local folder."""
+    listing = {}
+    for base, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(base, name)
+            rel = os.path.relpath(path, folder).replace(os.sep, "/")
+            listing[rel] = {"size": os.path.getsize(path), "sha256": file_sha256(path)}
+    return listing
 
 
 def file_sha256(path: str, chunk: int = 8 * 2**20) -> str:

@@ -78,17 +78,20 @@ def save_final(cfg: TrainConfig, unet, ema, trainable, vae, vae_weights: str, en
 def _publish_once(store, folder: str, rel: str, digest: str) -> str:
     """Copy the finished checkpoint folder to storage. A folder is written once: when the same
     key already holds these weights (a re-materialization that resumed a finished run) it is
-    kept as it is; other weights under the key are an error, never an overwrite."""
+    kept as it is; other weights under the key are an error, never an overwrite. An S3 upload
+    that died before its listing was published is finished, unless it names other weights
+    (then it is left for a person to look at: it may be a folder from before listings)."""
     from svd_dag.storage import ImmutableArtefactError
 
     meta_uri = f"{store.uri(rel)}/svd_dag_training.json"
-    if not store.exists(meta_uri):
-        return store.put_dir(folder, rel)
-    existing = json.loads(store.read_bytes(meta_uri)).get("weights_digest")
-    if existing != digest:
-        raise ImmutableArtefactError(f"{store.uri(rel)} already holds weights {existing}, not {digest}: a checkpoint "
-                                     "folder is written once; its key should have changed with what trained it")
-    return store.uri(rel)
+    existing = json.loads(store.read_bytes(meta_uri)).get("weights_digest") if store.exists(meta_uri) else None
+    published = store.folder_published(rel)
+    if existing not in (None, digest):
+        state = "holds" if published else "holds an unpublished upload (no .published listing) of"
+        raise ImmutableArtefactError(f"{store.uri(rel)} already {state} weights {existing}, not {digest}: a "
+                                     "checkpoint folder is written once; its key should have changed with what "
+                                     "trained it")
+    return store.uri(rel) if published else store.put_dir(folder, rel)
 
 
 def _render_samples(cfg: TrainConfig, folder: str, dataset, say) -> list:
