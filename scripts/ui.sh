@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make ui`: the Dagster UI, the MLflow UI and the rating page on the same home, on loopback.
 #   Dagster  http://127.0.0.1:${DAGSTER_PORT:-3000}   MLflow  http://127.0.0.1:${MLFLOW_PORT:-5000}
-#   rating   http://127.0.0.1:${RATING_PORT:-8765}    (once rating_tasks has written a task list)
+#   rating   http://127.0.0.1:${RATING_PORT:-8765}    (rating_tasks' newest list; no pairs before the first)
 # Metadata links of runs materialized from here point at that MLflow UI (SVD_DAG_MLFLOW_UI_URL).
 # A tracking server set in MLFLOW_TRACKING_URI is used as it is (no local MLflow UI is started).
 # Both servers are stopped by their process groups when this script ends (Ctrl-C).
@@ -39,14 +39,10 @@ if [ -z "${MLFLOW_TRACKING_URI:-}" ]; then
 fi
 rating_port=${RATING_PORT:-8765}
 export SVD_DAG_RATING_URL=${SVD_DAG_RATING_URL:-http://127.0.0.1:$rating_port}
-storage=${SVD_DAG_STORAGE_URI:-$home/data}
-if [[ $storage == *://* || -f $storage/rating_tasks/latest.json ]]; then
-  with_signals .venv/bin/svd-dag rating serve --host 127.0.0.1 --port "$rating_port" > "$home/rating.log" 2>&1 &
-  pids+=($!)
-  echo "[svd-dag] rating page: $SVD_DAG_RATING_URL (rater links: .venv/bin/svd-dag rating add-rater <name>; admin link in $home/rating.log)"
-else
-  echo "[svd-dag] rating page: not started (no task list yet: materialize rating_tasks, then run make ui again)"
-fi
+with_signals .venv/bin/svd-dag rating serve --host 127.0.0.1 --port "$rating_port" > "$home/rating.log" 2>&1 &
+pids+=($!)
+echo "[svd-dag] rating page: $SVD_DAG_RATING_URL (serves rating_tasks' newest list, \"no pairs yet\" before the first;" \
+     "rater links: .venv/bin/svd-dag rating add-rater <name>; admin link in $home/rating.log)"
 with_signals .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}" &
 pids+=($!)
 echo "[svd-dag] Dagster UI: http://127.0.0.1:${DAGSTER_PORT:-3000}"

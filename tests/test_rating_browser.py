@@ -19,6 +19,7 @@ from playwright.sync_api import expect
 
 import ui_servers
 from rating_fixtures import pair, server_env, write_tasks
+from svd_dag.evaluation.rating_tasks import LATEST_POINTER
 from svd_dag.evaluation.votes import list_vote_files, parse_vote_file
 from svd_dag.rating.raters import Raters
 from svd_dag.rating.records import read_decisions
@@ -200,3 +201,25 @@ def test_a_file_the_task_list_does_not_name_is_not_served(page, site):
                     "..%2F..%2F..%2Fetc%2Fpasswd", Path(video).name):
         response = page.goto(f"{base}/media/{outside}")
         assert response.status == 404, (outside, response.status)
+
+
+@explained
+def test_a_page_started_before_any_task_list_says_so_and_shows_the_first_list_when_it_appears(page, site, tmp_path):
+    storage = tmp_path / "storage"
+    env = server_env(tmp_path, SVD_DAG_STORAGE_URI=str(storage))
+    token = Raters(Store(env["SVD_DAG_RATING_URI"])).add("carol").token
+    with RatingServer(None, env=env, log=tmp_path / "server.log", check_every_s=0.5) as server:
+        page.goto(server.rater_url(token))
+        root = page.locator("#rating")
+        expect(root).to_have_attribute("data-state", "waiting")
+        expect(page.locator("#done-title")).to_have_text("No pairs to rate yet.")
+        expect(page.locator("#done-more")).to_be_visible()
+        expect(page.locator("#progress")).to_have_text("0 / 0")
+
+        tasks = write_tasks(tmp_path / "tasks.json", [pair("kite", tmp_path / "media", frames=(6, 12))])
+        Store(str(storage)).write_bytes(LATEST_POINTER,
+                                        json.dumps({"version": "v", "tasks_uri": str(tasks)}).encode())
+        expect(root).to_have_attribute("data-state", "watching")  # without a reload
+        expect(page.locator("#progress")).to_have_text("0 / 1")
+        expect(page.locator("#done")).to_be_hidden()
+    assert page.errors == []

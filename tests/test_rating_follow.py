@@ -129,3 +129,26 @@ def test_a_fixed_task_list_is_never_replaced(tmp_path):
         time.sleep(0.5)
         health = get_json(f"{server.url}/healthz")[1]
         assert (health["task_list"], health["follows_latest"]) == (V1, False)
+
+
+def test_a_page_started_before_any_task_list_serves_no_pairs_then_the_first_list(tmp_path):
+    media, storage = tmp_path / "media", tmp_path / "storage"
+    env = server_env(tmp_path, SVD_DAG_STORAGE_URI=str(storage))
+    token = Raters(Store(env["SVD_DAG_RATING_URI"])).add("alice").token
+    with RatingServer(None, env=env, log=tmp_path / "server.log", check_every_s=0.2) as server:
+        health = get_json(f"{server.url}/healthz")[1]
+        assert (health["task_list"], health["pairs"], health["follows_latest"]) == (None, 0, True)
+        body = get_json(server.rater_url(token) + "/next")[1]
+        assert (body["done"], body["waiting"], body["progress"]) == (True, True, {"done": 0, "total": 0})
+        vote = {"pair_id": "p1", "decision_id": secrets.token_hex(16), "answers": {"visual_quality": "left"}}
+        assert post_json(server.rater_url(token) + "/vote", vote)[0] == 404
+
+        _point_at(storage, write_tasks(tmp_path / "v1.json", [pair("p1", media)], version=V1))
+        deadline = time.monotonic() + 20
+        while get_json(f"{server.url}/healthz")[1]["task_list"] != V1:
+            assert time.monotonic() < deadline, server.tail()
+            time.sleep(0.1)
+        body = get_json(server.rater_url(token) + "/next")[1]
+        assert (body["done"], body["waiting"], body["pair"]["pair_id"]) == (False, False, "p1")
+        assert post_json(server.rater_url(token) + "/vote", vote)[0] == 200
+    assert "does not exist yet: serving no pairs" in (tmp_path / "server.log").read_text()

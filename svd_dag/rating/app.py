@@ -1,12 +1,14 @@
 """The rating page as a FastAPI app: rater pages and their API, media, the admin page.
 
     GET  /r/<token>                  the rating page (HTML; its script drives the rest)
-    GET  /r/<token>/next             the next pair as shown to this rater, and progress (JSON)
+    GET  /r/<token>/next             the next pair as shown to this rater, and progress (JSON;
+                                     "waiting": no task list yet)
     POST /r/<token>/vote             {pair_id, decision_id, answers: {axis: left|right|tie}, seconds}
                                      200 stored / 409 duplicate, already_decided or conflict
     GET  /r/<token>/media/<id>       a video or conditioning frame of the task list (Range)
     GET  /admin/<admin token>        statistics; /admin/<admin token>/export.csv every answer
-    GET  /healthz                    {"ok": true, "task_list": version, "pairs": n, "follows_latest": bool}
+    GET  /healthz                    {"ok": true, "task_list": version (null: none yet), "pairs": n,
+                                      "follows_latest": bool}
 
 Every rater request is checked against the raters folder (403 for an unknown link); a file
 is served only by the opaque id the task list gives it (404 for anything else), so nothing
@@ -118,7 +120,8 @@ def create_app(tasks: TaskList | TaskSource, votes: Store, state: Store, admin_t
     @app.get("/healthz")
     def healthz():
         tasks = source.current
-        return {"ok": True, "task_list": tasks.version, "pairs": len(tasks.pairs), "follows_latest": source.follows}
+        return {"ok": True, "task_list": tasks.version or None, "pairs": len(tasks.pairs),
+                "follows_latest": source.follows}
 
     @app.get("/static/{name}")
     def static_file(name: str):
@@ -132,14 +135,15 @@ def create_app(tasks: TaskList | TaskSource, votes: Store, state: Store, admin_t
         if rater is None:
             return page("refused.html", status=403)
         return page("rate.html", rater_id=rater.rater_id, base=f"/r/{token}", shortcuts=SHORTCUTS,
-                    axis_titles=AXIS_TITLES, progress=rating.progress(rater.rater_id))
+                    axis_titles=AXIS_TITLES, progress=rating.progress(rater.rater_id),
+                    look_again_ms=int(max(1.0, source.check_every_s) * 1000))
 
     @app.get("/r/{token}/next")
     def next_pair(token: str):
         rater = rater_of(token)
         pair = rating.next_pair(rater.rater_id)
-        body = {"done": pair is None, "progress": rating.progress(rater.rater_id),
-                "pair": shown(rater, pair) if pair else None}
+        body = {"done": pair is None, "waiting": source.current.waiting, "follows_latest": source.follows,
+                "progress": rating.progress(rater.rater_id), "pair": shown(rater, pair) if pair else None}
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     @app.post("/r/{token}/vote")

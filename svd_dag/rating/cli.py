@@ -57,10 +57,10 @@ def run(args, out=sys.stdout) -> int:
         from svd_dag.rating.server import serve
 
         storage = Store(settings.storage_uri)
-        tasks = args.tasks or latest_task_list(storage)
+        tasks = args.tasks or latest_task_list(storage)  # None: not written yet, served once it is
         if tasks is None:
-            raise SystemExit(f"svd-dag rating serve: no task list: {storage.uri(LATEST_POINTER)} "
-                             "does not exist. Materialize rating_tasks first, or name a list with --tasks")
+            print(f"svd-dag rating serve: {storage.uri(LATEST_POINTER)} does not exist yet: serving no pairs "
+                  "until rating_tasks is materialized", file=sys.stderr)
         try:
             serve(tasks, host=args.host, port=args.port, settings=settings, log_level=args.log_level,
                   access_log=args.access_log, check_every_s=args.check_every,

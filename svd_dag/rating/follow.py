@@ -33,12 +33,16 @@ class TaskSource:
             raise ValueError("a followed task source needs `load` as well as `resolve`")
         self._current, self._previous = first, deque(maxlen=KEEP_PREVIOUS)
         self._resolve, self._load, self._every, self._clock = resolve, load, check_every_s, clock
-        self._checked_at = clock()
+        self._checked_at = clock() if not first.waiting else float("-inf")  # no list yet: look at once
         self._checking = threading.Lock()
 
     @property
     def follows(self) -> bool:
         return self._resolve is not None
+
+    @property
+    def check_every_s(self) -> float:
+        return self._every
 
     @property
     def current(self) -> TaskList:

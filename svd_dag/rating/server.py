@@ -40,29 +40,34 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def serve(tasks_uri: str, host: str = "127.0.0.1", port: int = 8765, settings: Settings | None = None,
+def serve(tasks_uri: str | None, host: str = "127.0.0.1", port: int = 8765, settings: Settings | None = None,
           log_level: str = "warning", access_log: bool = False, out: IO[str] = sys.stderr,
           resolve_latest: Callable[[], str | None] | None = None, check_every_s: float = 30.0) -> None:
     """Serve the rating page for the task list at `tasks_uri` until interrupted; with
-    `resolve_latest` (the newest list's URI), switch to a newer list when one appears."""
+    `resolve_latest` (the newest list's URI), switch to a newer list when one appears, and
+    with no list yet (`tasks_uri` None) serve "no pairs yet" until the first one appears."""
     import uvicorn
 
     from svd_dag.rating.app import create_app
     from svd_dag.rating.follow import TaskSource
-    from svd_dag.rating.tasks import load_task_list
+    from svd_dag.rating.tasks import load_task_list, no_task_list
     from svd_dag.storage import Store
 
+    if tasks_uri is None and resolve_latest is None:
+        raise ValueError("serve: a fixed task list needs its URI")
     settings = settings or load_settings()
     if settings.rating_admin_token is not None and len(settings.rating_admin_token) < 16:
         raise SystemExit("svd-dag rating serve: SVD_DAG_RATING_ADMIN_TOKEN must be at least 16 characters")
-    tasks = load_task_list(tasks_uri)
+    tasks = load_task_list(tasks_uri) if tasks_uri else no_task_list()
     admin_token = settings.rating_admin_token or secrets.token_urlsafe(24)
     source = TaskSource(tasks, resolve=resolve_latest, load=load_task_list, check_every_s=check_every_s)
     app = create_app(source, Store(settings.votes_uri), Store(settings.rating_uri), admin_token)
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{port}"
-    print(f"svd-dag rating: task list {tasks.uri} (version {tasks.version}, {len(tasks.pairs)} pairs, "
-          f"{sum(p.is_gold for p in tasks.pairs)} gold)"
+    shown = ("no task list yet (raters see \"no pairs yet\" until rating_tasks writes one)" if tasks.waiting else
+             f"task list {tasks.uri} (version {tasks.version}, {len(tasks.pairs)} pairs, "
+             f"{sum(p.is_gold for p in tasks.pairs)} gold)")
+    print(f"svd-dag rating: {shown}"
           + (f"; a newer list is served within {check_every_s:g} s of rating_tasks writing it\n" if resolve_latest
              else "; fixed (--tasks)\n") +
           f"  votes to {settings.votes_uri}, decisions and raters in {settings.rating_uri}\n"

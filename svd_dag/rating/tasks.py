@@ -85,6 +85,11 @@ class TaskList:
         object.__setattr__(self, "_by_id", {p.pair_id: p for p in self.pairs})  # frozen: set once, here
         object.__setattr__(self, "_media", media)
 
+    @property
+    def waiting(self) -> bool:
+        """The placeholder a page that follows `rating_tasks` serves until the first list exists."""
+        return not self.uri
+
     def pair(self, pair_id: str) -> Pair | None:
         return self._by_id.get(pair_id)
 
@@ -102,6 +107,11 @@ def media_type(uri: str) -> str:
     """The Content-Type the file is served with, from its suffix (validated on load)."""
     suffix = posixpath.splitext(uri.lower())[1]
     return {**VIDEO_TYPES, **IMAGE_TYPES}.get(suffix, "application/octet-stream")
+
+
+def no_task_list() -> TaskList:
+    """No pairs yet: what a following page serves until `rating_tasks` writes its first list."""
+    return TaskList(uri="", version="", created_at="", pairs=())
 
 
 def load_task_list(uri: str, storage_options: dict[str, Any] | None = None) -> TaskList:

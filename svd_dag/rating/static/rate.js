@@ -1,7 +1,9 @@
 // The rating page's script: shows a pair, unlocks the answers once both videos have played to
 // the end, sends the vote (resending the same decision id when no answer came), then names the
 // models. The page's state is in #rating[data-state]: loading, watching, answering, sending,
-// revealed, done (tests and screen readers read it).
+// revealed, done, waiting (no task list yet) (tests and screen readers read it). When done or
+// waiting on a page that follows the newest task list, it asks again as often as the server
+// looks for a new list (LOOK_AGAIN_MS, at least 1 s).
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -13,6 +15,7 @@
   const keys = new Map(answerButtons.map((b) => [b.dataset.key, b]));
   const submit = $("submit"), next = $("next"), play = $("play");
   let pair = null, decisionId = null, ended = {}, endedAt = null, answers = {};
+  const LOOK_AGAIN_MS = Number(root.dataset.lookAgainMs) || 30000;  // the server's check interval
 
   const setState = (state) => { root.dataset.state = state; refresh(); };
   const state = () => root.dataset.state;
@@ -57,6 +60,15 @@
     }
   }
 
+  // New pairs appear when rating_tasks writes a new list; a finished page picks them up.
+  function lookAgain() {
+    const was = state();
+    if (was !== "done" && was !== "waiting") return;
+    loadNext().catch(() => {}).finally(() => {
+      if (state() === "loading") { setState(was); setTimeout(lookAgain, LOOK_AGAIN_MS); }  // no answer: later
+    });
+  }
+
   async function loadNext() {
     setState("loading");
     say("");
@@ -64,10 +76,13 @@
     if (!response.ok) { say(`Could not load the next pair (HTTP ${response.status}).`); return; }
     const body = await response.json();
     showProgress(body.progress);
+    $("task").hidden = body.done;
+    $("done").hidden = !body.done;
     if (body.done) {
-      $("task").hidden = true;
-      $("done").hidden = false;
-      setState("done");
+      $("done-title").textContent = body.waiting ? "No pairs to rate yet." : "All pairs are rated. Thank you!";
+      $("done-more").hidden = !body.follows_latest;
+      setState(body.waiting ? "waiting" : "done");
+      if (body.follows_latest) setTimeout(lookAgain, LOOK_AGAIN_MS);
       return;
     }
     pair = body.pair;
