@@ -195,22 +195,17 @@ class CameraLabelConfig(dg.Config):
 def camera_motion_labels(context: dg.AssetExecutionContext, config: CameraLabelConfig,
                          catalog: CatalogResource) -> dg.MaterializeResult:
     """Camera motion per clip (static / horizontal_pan / zoom / other) from the flow curation
-    already computed (mean direction and divergence; no model re-runs). The rule and its
-    thresholds are stored on every row; the camera LoRAs train on these labels.
+    already computed (mean direction and divergence; no model re-runs), labelled in the catalog
+    by one SQL statement, so it scales with the corpus. The rule and its thresholds are stored
+    on every row; the camera LoRAs train on these labels.
     """
-    from svd_dag.curation.camera_motion import LABELS, OTHER, CameraRule, camera_label
+    from svd_dag.curation.camera_motion import CameraRule, label_clips
 
-    cat = catalog.catalog()
     rule = CameraRule(config.static_max_px, config.zoom_min_px, config.pan_min_px, config.pan_axis_ratio,
                       config.pan_coherence).validate()
-    clips = cat.rows("SELECT clip_id, motion_score, mean_dx, mean_dy, divergence FROM annotations")
-    rows = [{**c, "label": camera_label(c["motion_score"], c["mean_dx"], c["mean_dy"], c["divergence"], rule),
-             "rule": rule.describe()} for c in clips]
-    cat.replace_table("camera_motion_labels", pa.Table.from_pylist(rows) if rows else pa.table({"clip_id": pa.array([], pa.string())}))
-    counts = {label: sum(r["label"] == label for r in rows) for label in (*LABELS, OTHER)}
-    version = hashlib.sha256(json.dumps(sorted((r["clip_id"], r["label"]) for r in rows)).encode()).hexdigest()[:16]
+    counts, version, n = catalog.catalog().write(lambda con: label_clips(con, rule))
     return dg.MaterializeResult(data_version=dg.DataVersion(version),
-                                metadata={"dagster/row_count": len(rows), "labels": dg.MetadataValue.json(counts),
+                                metadata={"dagster/row_count": n, "labels": dg.MetadataValue.json(counts),
                                           "rule": rule.describe()})
 
 
@@ -234,15 +229,15 @@ def camera_motion_loras(context: dg.AssetExecutionContext, config: FinetuneConfi
     parent = current_checkpoint(cat, "i2v_checkpoint")
     base = current_dataset(cat, "lvd_f")
     manifest = pq.read_table(io.BytesIO(store.read_bytes(base["manifest_uri"])))
-    labels = {r["clip_id"]: r["label"] for r in cat.rows("SELECT clip_id, label FROM camera_motion_labels")}
     adapters, summary, missing = {}, [], []
     for label in LABELS:
-        ids = [c for c in manifest.column("clip_id").to_pylist() if labels.get(c) == label]
+        labelled = cat.query("SELECT clip_id FROM camera_motion_labels WHERE label = ?", [label]).column("clip_id").combine_chunks()
+        subset = manifest.filter(pa.compute.is_in(manifest.column("clip_id"), value_set=labelled))
+        ids = subset.column("clip_id").to_pylist()
         if not ids:
             missing.append(label)
             summary.append({"label": label, "clips": 0, "adapter": "not trained: no clip has this label"})
             continue
-        subset = manifest.filter(pa.compute.is_in(manifest.column("clip_id"), pa.array(ids)))
         version = hashlib.sha256(json.dumps([base["dataset_version"], label, sorted(ids)]).encode()).hexdigest()[:16]
         buf = io.BytesIO()
         pq.write_table(subset, buf)

@@ -54,7 +54,7 @@ def camera_label(motion_score: float | None, mean_dx: float | None, mean_dy: flo
         return OTHER
     if motion_score < rule.static_max_px:
         return "static"
-    translation = math.hypot(mean_dx, mean_dy)
+    translation = math.sqrt(mean_dx * mean_dx + mean_dy * mean_dy)  # as label_sql computes it
     radial = abs(divergence) / 2 * rule.flow_width / 2
     if radial >= rule.zoom_min_px and radial >= translation:
         return "zoom"
@@ -62,3 +62,35 @@ def camera_label(motion_score: float | None, mean_dx: float | None, mean_dy: flo
             and translation >= rule.pan_coherence * motion_score):
         return "horizontal_pan"
     return OTHER
+
+
+def label_sql(rule: CameraRule = CameraRule()) -> str:
+    """`camera_label` as one DuckDB CASE expression over the columns `motion_score`, `mean_dx`,
+    `mean_dy` and `divergence`, so the catalog labels every clip without rows reaching Python.
+    The rule's numbers are validated floats, written as literals (`float.__repr__` round-trips)."""
+    r = {k: repr(float(v)) for k, v in asdict(rule.validate()).items()}
+    columns = ("motion_score", "mean_dx", "mean_dy", "divergence")
+    missing = " OR ".join(f"{c} IS NULL OR isnan({c})" for c in columns)
+    translation = "sqrt(mean_dx * mean_dx + mean_dy * mean_dy)"
+    radial = f"(abs(divergence) / 2 * {r['flow_width']} / 2)"
+    return (f"CASE WHEN {missing} THEN '{OTHER}' "
+            f"WHEN motion_score < {r['static_max_px']} THEN 'static' "
+            f"WHEN {radial} >= {r['zoom_min_px']} AND {radial} >= {translation} THEN 'zoom' "
+            f"WHEN abs(mean_dx) >= {r['pan_min_px']} AND abs(mean_dx) >= {r['pan_axis_ratio']} * abs(mean_dy) "
+            f"AND {translation} >= {r['pan_coherence']} * motion_score THEN 'horizontal_pan' "
+            f"ELSE '{OTHER}' END")
+
+
+def label_clips(con, rule: CameraRule = CameraRule()) -> tuple[dict[str, int], str, int]:
+    """(Re)build the catalog table `camera_motion_labels` from `annotations` on connection
+    `con`: each clip's descriptors, its label and the rule, in one SQL statement, so no clip row
+    reaches Python however large the corpus. Returns (clips per label, content digest of the
+    (clip_id, label) pairs, clips)."""
+    from svd_dag.curation.datasets import relation_digest
+
+    con.execute(f"""CREATE OR REPLACE TABLE camera_motion_labels AS
+        SELECT clip_id, motion_score, mean_dx, mean_dy, divergence, {label_sql(rule)} AS label, ?::VARCHAR AS rule
+        FROM annotations""", [rule.describe()])
+    found = dict(con.execute("SELECT label, count(*) FROM camera_motion_labels GROUP BY label").fetchall())
+    digest, n = relation_digest(con, "SELECT clip_id, label FROM camera_motion_labels")
+    return {name: int(found.get(name, 0)) for name in (*LABELS, OTHER)}, digest, n
