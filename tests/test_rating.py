@@ -286,7 +286,8 @@ def test_every_pair_voted_once_lands_in_task_terms_and_retries_are_refused(serve
         seen[shown["pair_id"]] = (decision_id, left, vote)
         reveals[shown["pair_id"]] = answer["reveal"]
     assert set(seen) == set(served["pairs"])
-    assert get_json(base + "/next")[1] == {"done": True, "progress": {"done": 4, "total": 4}, "pair": None}
+    assert get_json(base + "/next")[1] == {"done": True, "waiting": False, "follows_latest": False,
+                                           "progress": {"done": 4, "total": 4}, "pair": None}
 
     mine = {}
     for uri in list_vote_files(votes):

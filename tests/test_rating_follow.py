@@ -142,6 +142,7 @@ def test_a_page_started_before_any_task_list_serves_no_pairs_then_the_first_list
         assert (body["done"], body["waiting"], body["progress"]) == (True, True, {"done": 0, "total": 0})
         vote = {"pair_id": "p1", "decision_id": secrets.token_hex(16), "answers": {"visual_quality": "left"}}
         assert post_json(server.rater_url(token) + "/vote", vote)[0] == 404
+        assert http("GET", server.admin_url)[0] == 200
 
         _point_at(storage, write_tasks(tmp_path / "v1.json", [pair("p1", media)], version=V1))
         deadline = time.monotonic() + 20
