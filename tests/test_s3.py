@@ -113,6 +113,10 @@ def test_a_checkpoint_upload_that_died_is_finished_by_the_next_materialization(s
     assert listing["unet/diffusion_pytorch_model.safetensors"]["sha256"] == hashlib.sha256(whole).hexdigest()
     out.fs.rm(f"{uri}/.published")
     out.write_bytes(weights, whole[: len(whole) // 2])
+    from svd_dag.lineage.verify import lineage_verify
+
+    seen = {(p["kind"], p["uri"], p["problem"].split(":")[0]) for p in lineage_verify(cat, "stage2_video_checkpoint")["problems"]}
+    assert seen == {("weights", uri, "hash mismatch"), ("published", uri, "no .published listing")}
 
     result = s3_world["defs"].resolve_job_def("training").execute_in_process(
         instance=s3_world["instance"], asset_selection=[dg.AssetKey("stage2_video_checkpoint")],
@@ -193,7 +197,7 @@ def test_lineage_up_and_verify_read_an_s3_record(s3_world):
     videos = {v["uri"]: v["sha256"] for vs in report["raw_videos"].values() for v in vs}
     assert videos == {"s3://raw-videos/incoming/bikes.mp4": hashlib.sha256(bikes).hexdigest()}
     clean = lineage_verify(cat, "stage2_video_checkpoint")
-    assert clean["ok"] and {"weights", "manifest", "shard_member", "raw_video"} <= set(clean["checked"])
+    assert clean["ok"] and {"weights", "published", "manifest", "shard_member", "raw_video"} <= set(clean["checked"])
     raw.write_bytes("bikes.mp4", bikes[:-1000])  # replaced in place
     try:
         changed = lineage_verify(cat, "stage2_video_checkpoint")

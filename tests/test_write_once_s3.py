@@ -100,3 +100,21 @@ def test_a_local_folder_is_published_whole_by_one_rename(tmp_path):
     assert not (tmp_path / "storage" / "checkpoints" / "x" / PUBLISHED).exists()  # the rename is the marker
     with pytest.raises(ImmutableArtefactError):
         store.put_dir(str(folder), "checkpoints/x")
+
+
+def test_lineage_verify_reads_a_published_folder_against_its_listing(bucket_store, tmp_path):
+    from svd_dag.lineage.verify import Findings, Stores, check_published
+
+    rel = "checkpoints/stage3_hq_checkpoint/k2"
+    uri = bucket_store.put_dir(str(_checkpoint_folder(tmp_path / "ckpt", b"w" * 2048)), rel)
+    found = Findings()
+    check_published(Stores(), found, uri)
+    assert (found.checked["published"], found.problems) == (1, [])
+
+    bucket_store.write_bytes(f"{rel}/unet/diffusion_pytorch_model.safetensors", b"w" * 1000)  # replaced, shorter
+    bucket_store.fs.rm(bucket_store.uri(rel, "samples/a.mp4"))
+    found = Findings()
+    check_published(Stores(), found, uri)
+    assert [(p["uri"], p["problem"], p["expected"], p["found"]) for p in found.problems] == [
+        (f"{uri}/samples/a.mp4", "missing", 500, None),
+        (f"{uri}/unet/diffusion_pytorch_model.safetensors", "size differs from the listing", 2048, 1000)]

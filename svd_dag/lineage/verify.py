@@ -3,6 +3,9 @@
 Checked, for one checkpoint's chain (or, with no checkpoint, everything the catalog names):
 - weights: each checkpoint folder's safetensors against its data version, and its
   `clips_used.parquet` against the recorded sha256;
+- checkpoint folders on S3: the `.published` listing is there (else the folder is an upload
+  that never finished) and every file it lists is there with its listed size (a listing
+  read, no bytes);
 - manifests: each dataset version's manifest file against the sha256 recorded at publish;
 - shards: the shard index a checkpoint read and every member it lists (a ranged read each)
   against their sha256;
@@ -14,12 +17,14 @@ Checked, for one checkpoint's chain (or, with no checkpoint, everything the cata
 from __future__ import annotations
 
 import hashlib
+import json
+import posixpath
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
 from svd_dag.lineage.records import USED
-from svd_dag.storage import Store, sha256_of, tree_digest
+from svd_dag.storage import PUBLISHED, Store, sha256_of, tree_digest
 
 WEIGHTS_DIGEST_CHARS = 16  # checkpoints are versioned by the first 16 hex digits of the weights' sha256
 
@@ -83,6 +88,31 @@ def _weights_hash(stores: Stores, uri: str) -> str:
     store = stores(uri)
     _exists_or_raise(store, f"{uri.rstrip('/')}/svd_dag_training.json")
     return tree_digest(store, uri, ".safetensors")
+
+
+def check_published(stores: Stores, found: Findings, uri: str) -> None:
+    """An S3 checkpoint folder against its `.published` listing: present, and every listed file
+    present with its listed size (local folders appear whole by a rename: nothing to check)."""
+    store = stores(uri)
+    if store.is_local:
+        return
+    folder = uri.rstrip("/")
+    found.checked["published"] += 1
+    try:
+        listing = json.loads(store.read_bytes(f"{folder}/{PUBLISHED}"))["files"]
+    except FileNotFoundError:
+        found.problems.append({"kind": "published", "uri": folder, "problem": f"no {PUBLISHED} listing: an upload that "
+                               "did not finish, or a folder written before listings", "expected": PUBLISHED,
+                               "found": None})
+        return
+    store.fs.invalidate_cache(store.uri(folder))
+    sizes = {posixpath.relpath(p, store.uri(folder).removeprefix("s3://")): info["size"]
+             for p, info in store.fs.find(store.uri(folder), detail=True).items()}
+    for name, entry in sorted(listing.items()):
+        if sizes.get(name) != entry["size"]:
+            found.problems.append({"kind": "published", "uri": f"{folder}/{name}",
+                                   "problem": "missing" if name not in sizes else "size differs from the listing",
+                                   "expected": entry["size"], "found": sizes.get(name)})
 
 
 def _member_hash(stores: Stores, shard_uri: str, offset: int, size: int) -> str:
@@ -161,6 +191,7 @@ def lineage_verify(cat, ref: Optional[str] = None, options: Optional[dict] = Non
     for r in rows:
         found.compare("weights", r["checkpoint_uri"], r["data_version"],
                       lambda r=r: _weights_hash(stores, r["checkpoint_uri"]), n=WEIGHTS_DIGEST_CHARS)
+        check_published(stores, found, r["checkpoint_uri"])
         if r.get("clips_used_uri"):
             found.compare("clips_used", r["clips_used_uri"], r.get("clips_used_sha256"),
                           lambda r=r: _file_hash(stores, r["clips_used_uri"]))
