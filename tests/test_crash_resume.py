@@ -95,3 +95,26 @@ def test_a_killed_annotator_keeps_its_batches_and_the_rerun_scores_only_the_rest
     assert cat.scalar("SELECT count(*) FROM motion_scores") == cat.scalar(
         "SELECT count(DISTINCT (clip_id, model_version)) FROM motion_scores") == total
     assert _materialize(corpus, ["motion_scores"], slow)["motion_scores"]["scored_this_run"] == 0
+
+
+def test_a_killed_inventory_keeps_what_it_hashed_and_the_rerun_reads_only_the_rest(tmp_path, bikes_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    total = 150
+    for i in range(total):
+        shutil.copy(bikes_path, raw / f"v{i:03d}.mp4")
+    env = {"SVD_DAG_HOME": str(tmp_path / "home"), "SVD_DAG_RAW_URI": str(raw),
+           "SVD_DAG_MODELS_URI": str(tmp_path / "models")}
+    one_at_a_time = {"raw_videos": {"config": {"batch_files": 1, "threads": 1}}}  # a commit per file
+    kept = _kill_after_first_commit(env, ["raw_videos"], one_at_a_time, "raw_video_probes")
+    assert 1 <= kept < total
+    cat = Catalog.from_settings(load_settings(env))
+    assert "raw_videos" not in cat.tables()  # the killed run never finished its inventory
+
+    rerun = _materialize(env, ["raw_videos"], one_at_a_time)["raw_videos"]
+    assert (rerun["hashed_this_run"], rerun["dagster/row_count"], rerun["videos_ok"]) == (total - kept, total, total)
+    assert cat.scalar("SELECT count(*) FROM raw_video_probes") == 0  # folded into raw_videos
+    assert cat.scalar("SELECT count(DISTINCT uri) FROM raw_videos WHERE sha256 IS NOT NULL") == total
+    (raw / "v000.mp4").write_bytes(b"not a video any more")
+    again = _materialize(env, ["raw_videos"], {})["raw_videos"]
+    assert (again["hashed_this_run"], again["quarantined"]) == (1, 1)

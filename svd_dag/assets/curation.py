@@ -10,7 +10,7 @@ datasets in `assets/datasets.py`; they meet by asset key.
 
 import dataclasses
 import json
-from concurrent.futures import ThreadPoolExecutor
+import time
 from typing import Literal, Optional
 
 import dagster as dg
@@ -27,14 +27,10 @@ GROUP = "curation"
 
 # ---------------------------------------------------------------- raw_videos
 
-def _inventory_row(store, uri: str, previous: dict) -> dict:
-    from svd_dag.curation.inventory import inventory_one
-
-    try:
-        return inventory_one(store, uri, previous)
-    except Exception as e:  # noqa: BLE001 - a file that vanished or cannot be read is one bad row
-        return {"uri": uri, "size_bytes": 0, "modified": "", "sha256": None, "status": "quarantined",
-                "reason": f"{uri}: could not be read ({type(e).__name__}: {e})"}
+class RawVideosConfig(dg.Config):
+    batch_files: int = Field(default=256, ge=1, description="files hashed and probed per committed batch: a crash "
+                                                              "loses at most this many files' reading")
+    threads: int = Field(default=8, ge=1, description="files read at once (I/O bound)")
 
 
 @dg.asset(
@@ -43,7 +39,8 @@ def _inventory_row(store, uri: str, previous: dict) -> dict:
     kinds={"duckdb"},
 )
 @retry_transient_errors
-def raw_videos(context: dg.AssetExecutionContext, raw_storage: StorageResource, catalog: CatalogResource) -> dg.MaterializeResult:
+def raw_videos(context: dg.AssetExecutionContext, config: RawVideosConfig, raw_storage: StorageResource,
+               catalog: CatalogResource) -> dg.MaterializeResult:
     """Inventory of every file under the raw root (SVD_DAG_RAW_URI): size, sha256, container,
     codec, fps, frame count, size and duration.
 
@@ -52,19 +49,34 @@ def raw_videos(context: dg.AssetExecutionContext, raw_storage: StorageResource, 
     `quarantine` table, so an auditor sees what was left out and why. `raw_video_history`
     keeps every file's past: a file that disappears gets a tombstone, one replaced in place
     keeps its old sha256 beside the new one (the old clips stay attributed to the old bytes).
+    Only new or changed files are read; what a run hashes is committed a batch at a time, so a
+    crash loses at most the batch in flight.
     """
-    from svd_dag.curation.inventory import inventory_version, to_table
+    from svd_dag.curation.inventory import PROBES_TABLE, inventory_batches, inventory_version, to_table
     from svd_dag.lineage.history import record_inventory_on
 
     store, cat = raw_storage.store(), catalog.catalog()
-    previous = {r["uri"]: r for r in cat.rows("SELECT * FROM raw_videos")} if "raw_videos" in cat.tables() else {}
+    tables = cat.tables()
+    previous = {r["uri"]: r for r in cat.rows("SELECT * FROM raw_videos")} if "raw_videos" in tables else {}
+    if PROBES_TABLE in tables:  # what a run that did not finish had already hashed
+        previous.update({r["uri"]: r for r in cat.rows(f"SELECT * FROM {PROBES_TABLE}")})
     uris = store.list_files()
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        rows = list(pool.map(lambda u: _inventory_row(store, u, previous), uris))
+
+    last_log = [time.monotonic()]
+
+    def progress(done: int, total: int, hashed: int) -> None:
+        if done == total or time.monotonic() - last_log[0] >= 30:
+            last_log[0] = time.monotonic()
+            context.log.info(f"inventory: {done:,} / {total:,} files, {hashed:,} hashed and probed this run")
+
+    rows, hashed = inventory_batches(store, uris, previous, lambda fresh: cat.upsert(PROBES_TABLE, to_table(fresh), ["uri"]),
+                                     config.batch_files, config.threads, progress)
     inventory = to_table(rows)
 
     def commit(con):
         replace_table_on(con, "raw_videos", inventory)
+        if PROBES_TABLE in table_names(con):
+            con.execute(f"DELETE FROM {PROBES_TABLE}")  # folded into raw_videos
         return record_inventory_on(con, inventory, now())
 
     changes = cat.write(commit)
@@ -82,6 +94,7 @@ def raw_videos(context: dg.AssetExecutionContext, raw_storage: StorageResource, 
         metadata={
             "dagster/row_count": len(rows),
             "videos_ok": len(ok),
+            "hashed_this_run": hashed,
             "quarantined": len(bad),
             "total_bytes": sum(r["size_bytes"] for r in rows),
             "total_hours": round(sum(r["duration_s"] or 0 for r in ok) / 3600, 4),

@@ -2,19 +2,24 @@
 
 Hashing reads every byte, so a file whose (size, modification stamp) is unchanged since
 the previous inventory keeps its previous hash and probe: re-curation of a large bucket
-only reads what is new or changed.
+only reads what is new or changed. A first inventory of a large bucket reads for days, so
+what it hashes is committed a batch at a time to `raw_video_probes` (`inventory_batches`):
+a crash loses at most the batch in flight, and the next run starts from what was committed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence
 
 import pyarrow as pa
 
 from svd_dag.curation.media import VideoError, probe_uri
 from svd_dag.storage import Store, sha256_of
+
+PROBES_TABLE = "raw_video_probes"  # rows hashed by an inventory that has not finished yet
 
 INVENTORY_SCHEMA = pa.schema(
     [
@@ -58,6 +63,36 @@ def inventory_one(store: Store, uri: str, previous: dict[str, dict] | None = Non
     except VideoError as e:
         row.update(status="quarantined", reason=str(e))
     return row
+
+
+def inventory_row(store: Store, uri: str, previous: dict[str, dict] | None = None) -> dict[str, Any]:
+    """`inventory_one`, with a file that vanished or cannot be read as one quarantined row."""
+    try:
+        return inventory_one(store, uri, previous)
+    except Exception as e:  # noqa: BLE001 - one unreadable file never loses the rest of the inventory
+        return {"uri": uri, "size_bytes": 0, "modified": "", "sha256": None, "status": "quarantined",
+                "reason": f"{uri}: could not be read ({type(e).__name__}: {e})"}
+
+
+def inventory_batches(store: Store, uris: Sequence[str], previous: dict[str, dict], commit: Callable[[list], None],
+                      batch_files: int = 256, threads: int = 8,
+                      progress: Callable[[int, int, int], None] = lambda done, total, hashed: None
+                      ) -> tuple[list[dict[str, Any]], int]:
+    """Inventory rows of `uris`, `batch_files` at a time (`threads` files at once); the rows of a
+    batch that were hashed or probed, not reused from `previous`, go to `commit` before the next
+    batch starts. Returns (every row, in `uris` order; how many were hashed or probed)."""
+    rows: list[dict[str, Any]] = []
+    hashed = 0
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for lo in range(0, len(uris), max(1, batch_files)):
+            part = list(pool.map(lambda u: inventory_row(store, u, previous), uris[lo:lo + max(1, batch_files)]))
+            fresh = [r for r in part if previous.get(r["uri"]) != r]
+            if fresh:
+                commit(fresh)
+            rows += part
+            hashed += len(fresh)
+            progress(len(rows), len(uris), hashed)
+    return rows, hashed
 
 
 def inventory_version(rows: list[dict[str, Any]]) -> str:
