@@ -69,8 +69,10 @@ def raw_videos(context: dg.AssetExecutionContext, config: RawVideosConfig, raw_s
             last_log[0] = time.monotonic()
             context.log.info(f"inventory: {done:,} / {total:,} files, {hashed:,} hashed and probed this run")
 
-    rows, hashed = inventory_batches(store, uris, previous, lambda fresh: cat.upsert(PROBES_TABLE, to_table(fresh), ["uri"]),
-                                     config.batch_files, config.threads, progress)
+    def commit_probes(fresh: list) -> None:
+        cat.upsert(PROBES_TABLE, to_table(fresh), ["uri"])
+
+    rows, hashed = inventory_batches(store, uris, previous, commit_probes, config.batch_files, config.threads, progress)
     inventory = to_table(rows)
 
     def commit(con):
