@@ -1,8 +1,8 @@
 """Transient storage errors retry the step; other errors fail it at once.
 
-The retry test runs `preference_votes` against an S3 endpoint where no server listens yet: the
-first attempt fails to connect, Dagster's step retry waits, a real S3 server (moto's) comes up on
-that port meanwhile with a vote file in the bucket, and the retry ingests it.
+The retry test runs `preference_votes` against an S3 endpoint where nothing listens yet: the
+first attempt fails to connect, Dagster's step retry waits, the endpoint's port opens meanwhile
+onto a real S3 server (moto's) with a vote file in the bucket, and the retry ingests it.
 """
 
 from __future__ import annotations
@@ -61,23 +61,73 @@ def _retries(instance, run_id: str) -> list:
     return instance.all_logs(run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)
 
 
+class _Forwarder:
+    """A TCP forwarder from 127.0.0.1:`port` to 127.0.0.1:`target`, listening from `start()` on:
+    storage that "comes back" in the time a socket takes to bind, not a server's start-up."""
+
+    def __init__(self, port: int, target: int):
+        self.port, self.target, self.sock = port, target, None
+
+    def start(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:  # closed by stop()
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+
+
 def test_a_storage_outage_is_retried_and_the_retry_succeeds(tmp_path, monkeypatch):
+    """The S3 server (moto's) holds the vote file from the start, on a port of its own; the
+    endpoint's port answers nothing until the step's first retry is scheduled, then forwards to
+    it. Dagster waits 2 s before the retry, much longer than a socket takes to bind, so the
+    retry finds storage back however slow the machine."""
+    import s3fs
     from moto.server import ThreadedMotoServer
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    port = _free_port()
+    server_port, port = _free_port(), _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=server_port, verbose=False)
+    server.start()
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": f"http://127.0.0.1:{server_port}"})
+    fs.mkdir("votes-outage")
+    fs.pipe_file("votes-outage/votes/batch-1.csv", VOTES_CSV.encode())
     endpoint = f"http://127.0.0.1:{port}"
     monkeypatch.setenv("SVD_DAG_S3_ENDPOINT_URL", endpoint)
     settings = load_settings({"SVD_DAG_HOME": str(tmp_path / "home"), "SVD_DAG_VOTES_URI": "s3://votes-outage/votes",
                               "SVD_DAG_S3_ENDPOINT_URL": endpoint})
     (tmp_path / "dagster").mkdir()
     instance = dg.DagsterInstance.local_temp(str(tmp_path / "dagster"))
-    servers, watcher_errors = [], []
+    forwarder, watcher_errors = _Forwarder(port, server_port), []
 
     def bring_storage_back():
-        """Waits for the step's first retry to be scheduled, then starts S3 on the dead port."""
+        """Waits for the step's first retry to be scheduled, then opens the endpoint's port."""
         try:
             watcher = dg.DagsterInstance.from_ref(instance.get_ref())
             deadline = time.monotonic() + 120
@@ -85,17 +135,10 @@ def test_a_storage_outage_is_retried_and_the_retry_succeeds(tmp_path, monkeypatc
                 runs = watcher.get_runs()
                 if runs and _retries(watcher, runs[0].run_id):
                     break
-                time.sleep(0.2)
+                time.sleep(0.05)
             else:
                 raise AssertionError("no step retry was scheduled in 120 s")
-            server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-            server.start()
-            servers.append(server)
-            import s3fs
-
-            fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
-            fs.mkdir("votes-outage")
-            fs.pipe_file("votes-outage/votes/batch-1.csv", VOTES_CSV.encode())
+            forwarder.start()
         except BaseException as e:  # reported by the test, not lost in the thread
             watcher_errors.append(e)
 
@@ -105,8 +148,8 @@ def test_a_storage_outage_is_retried_and_the_retry_succeeds(tmp_path, monkeypatc
         result = _job(settings).execute_in_process(instance=instance, raise_on_error=False)
         thread.join(timeout=60)
     finally:
-        for server in servers:
-            server.stop()
+        forwarder.stop()
+        server.stop()
     assert not watcher_errors, watcher_errors
     retries = _retries(instance, result.run_id)
     assert len(retries) == 1, f"{len(retries)} retries"

@@ -231,8 +231,7 @@ def camera_motion_loras(context: dg.AssetExecutionContext, config: FinetuneConfi
     manifest = pq.read_table(io.BytesIO(store.read_bytes(base["manifest_uri"])))
     adapters, summary, missing = {}, [], []
     for label in LABELS:
-        labelled = cat.query("SELECT clip_id FROM camera_motion_labels WHERE label = ?", [label]).column("clip_id")
-        labelled = labelled.combine_chunks()
+        labelled = cat.query("SELECT clip_id FROM camera_motion_labels WHERE label = ?", [label]).column("clip_id").combine_chunks()
         subset = manifest.filter(pa.compute.is_in(manifest.column("clip_id"), value_set=labelled))
         ids = subset.column("clip_id").to_pylist()
         if not ids:
