@@ -1,5 +1,5 @@
-"""`make ui` (scripts/ui.sh): the Dagster UI, the MLflow UI and (with a task list) the rating
-page start on one home, on loopback, and all stop, their whole process groups, when the script
+"""`make ui` (scripts/ui.sh): the Dagster UI, the MLflow UI and the rating page (here with a
+task list) start on one home, on loopback, and all stop, their whole process groups, when the script
 is stopped."""
 
 import json

@@ -82,10 +82,10 @@ def inventory_batches(store: Store, uris: Sequence[str], previous: dict[str, dic
     batch that were hashed or probed, not reused from `previous`, go to `commit` before the next
     batch starts. Returns (every row, in `uris` order; how many were hashed or probed)."""
     rows: list[dict[str, Any]] = []
-    hashed = 0
+    hashed, step = 0, max(1, batch_files)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for lo in range(0, len(uris), max(1, batch_files)):
-            part = list(pool.map(lambda u: inventory_row(store, u, previous), uris[lo:lo + max(1, batch_files)]))
+        for lo in range(0, len(uris), step):
+            part = list(pool.map(lambda u: inventory_row(store, u, previous), uris[lo:lo + step]))
             fresh = [r for r in part if previous.get(r["uri"]) != r]
             if fresh:
                 commit(fresh)
