@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from scale import start_s3  # noqa: E402
 from svd_dag.curation.executor import Outcome  # noqa: E402
 from svd_dag.curation.shards import EncodeSettings, shard_clips, shard_index  # noqa: E402
 from svd_dag.storage import Store  # noqa: E402
@@ -57,22 +58,6 @@ def time_reads(dataset: ClipDataset) -> float:
     for i in range(len(dataset)):
         assert "skip" not in dataset[i], dataset.rows[i]["clip_id"]
     return (time.perf_counter() - start) / len(dataset)
-
-
-def start_s3() -> object:
-    """moto's S3 server on a free loopback port; the AWS variables point at it."""
-    import socket
-
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
-                      SVD_DAG_S3_ENDPOINT_URL=f"http://127.0.0.1:{port}")
-    return server
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -147,6 +147,22 @@ def build_embeddings(cat, store, n: int, dim: int = 512, frames: int = 3, batch:
     record_version(cat, "open_clip", version, "synthetic", "clip_embeddings")
 
 
+def start_s3() -> object:
+    """moto's S3 server on a free loopback port; the AWS variables point at it."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
+                      SVD_DAG_S3_ENDPOINT_URL=f"http://127.0.0.1:{port}")
+    return server
+
+
 def _folder_mb(path: str) -> float:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files) / 2**20
 

@@ -107,6 +107,21 @@ def release_on(con: duckdb.DuckDBPyConnection, stage: str, uris: Sequence[str]) 
         con.execute("DELETE FROM quarantine WHERE stage = ? AND uri IN (SELECT unnest(?))", [stage, list(uris)])
 
 
+def follow_quarantine_on(con: duckdb.DuckDBPyConnection, stage: str, relation: str) -> None:
+    """The quarantine of `stage` follows `relation` (uri, sha256, status, reason), in SQL and in
+    the caller's transaction: its rows whose status is not 'ok' are quarantined (one still bad
+    in the same way keeps its first `quarantined_at`), its other rows leave the quarantine."""
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    con.execute(QUARANTINE_DDL)
+    con.execute(f"""DELETE FROM quarantine q WHERE q.stage = $stage AND EXISTS (
+                      SELECT 1 FROM {relation} r WHERE r.uri = q.uri AND (r.status = 'ok'
+                      OR r.sha256 IS DISTINCT FROM q.sha256 OR r.reason IS DISTINCT FROM q.reason))""", {"stage": stage})
+    con.execute(f"""INSERT INTO quarantine (uri, sha256, stage, reason, quarantined_at)
+                    SELECT r.uri, r.sha256, $stage, r.reason, $now FROM {relation} r WHERE r.status != 'ok'
+                    AND NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.uri = r.uri AND q.stage = $stage)""",
+                {"stage": stage, "now": now})
+
+
 class Catalog:
     def __init__(self, config: LakeConfig, timeout_s: float = 300.0):
         self.config = config

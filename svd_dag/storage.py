@@ -19,6 +19,7 @@ import uuid
 from typing import Any, Callable
 
 import fsspec
+import pyarrow as pa
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv")
 
@@ -29,6 +30,8 @@ def s3_options_from_env(env: dict[str, str] | None = None) -> dict[str, Any]:
     endpoint = env.get("SVD_DAG_S3_ENDPOINT_URL")
     return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
 
+
+LISTING_SCHEMA = pa.schema([("uri", pa.string()), ("size_bytes", pa.int64()), ("modified", pa.string())])
 
 PUBLISHED = ".published"  # an S3 folder's last object: its file listing; without it the folder is unfinished
 
@@ -229,15 +232,48 @@ class Store:
 
     def list_files(self) -> list[str]:
         """Every file under the root, as full URIs, sorted (the inventory is deterministic)."""
+        return sorted(self.full_uri(p) for p in self._find(detail=False))
+
+    def list_files_detailed(self) -> pa.Table:
+        """`list_files` with each file's size and modification stamp (LISTING_SCHEMA), all from
+        the listing itself: no request per file, so a bucket of 10^6 videos is one paged LIST."""
+        found = self._find(detail=True)
+        names = sorted(found)
+        return pa.table({"uri": [self.full_uri(n) for n in names],
+                         "size_bytes": [int(found[n].get("size") or 0) for n in names],
+                         "modified": [modified_stamp(found[n]) for n in names]}, schema=LISTING_SCHEMA)
+
+    def _find(self, detail: bool):
         if not self.fs.exists(self.root):
             raise FileNotFoundError(f"raw video root does not exist: {self.root}")
-        found = self.fs.find(self.root)
+        return self.fs.find(self.root, detail=detail)
+
+    def full_uri(self, path: str) -> str:
+        """A path as fsspec lists it (no scheme on S3) as a full URI."""
         prefix = "s3://" if self.protocol == "s3" else ""
-        return sorted(prefix + p if prefix and not p.startswith(prefix) else p for p in found)
+        return prefix + path if prefix and not path.startswith(prefix) else path
 
     def local_path(self, uri: str) -> str | None:
         """A path the OS can open directly, or None when the file is remote."""
         return self.uri(uri) if self.is_local else None
+
+
+def modified_stamp(info: dict[str, Any]) -> str:
+    """What changes when a file is rewritten, from an fsspec info or listing entry: the ETag on
+    S3, the mtime on disk."""
+    for key in ("ETag", "etag", "mtime", "LastModified", "last_modified", "created"):
+        if info.get(key) is not None:
+            return str(info[key])
+    return ""
+
+
+def listing_fingerprint(listing: pa.Table) -> str:
+    """Hash of a listing's (uri, size, stamp): changes when any file is added, removed or rewritten."""
+    h = hashlib.sha256()
+    for batch in listing.select(["uri", "size_bytes", "modified"]).to_batches(max_chunksize=65536):
+        for uri, size, stamp in zip(*(c.to_pylist() for c in batch.columns)):
+            h.update(f"{uri}\0{size}\0{stamp}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def folder_listing(folder: str) -> dict[str, dict[str, Any]]:
@@ -267,15 +303,11 @@ def sha256_of(store: Store, uri: str, chunk: int = 8 * 2**20) -> str:
     return h.hexdigest()
 
 
-
-
 def tree_digest(store: Store, folder: str, suffix: str) -> str:
     """sha256 over the relative paths and bytes of every file under `folder` ending in `suffix`,
     in path order: the checkpoint's weights digest (its data version), local or s3://."""
     root = store.uri(folder).rstrip("/")
-    prefix = "s3://" if store.protocol == "s3" else ""
-    paths = sorted(prefix + p if prefix and not p.startswith(prefix) else p
-                   for p in store.fs.find(root) if p.endswith(suffix))
+    paths = sorted(store.full_uri(p) for p in store.fs.find(root) if p.endswith(suffix))
     h = hashlib.sha256()
     for path in paths:
         h.update(posixpath.relpath(path, root).encode())

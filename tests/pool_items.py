@@ -17,10 +17,13 @@ def square_or_die(x: int) -> int:
     return x * x
 
 
-def square_or_die_once(item: tuple[int, str | None]) -> int:
-    """`(x, marker)`: `x * x` after a short wait, except that an item with a marker path
-    kills its worker process on the attempt that creates the marker (the first)."""
-    x, marker = item
+def square_or_die_once(item: tuple[int, str | None, str]) -> int:
+    """`(x, marker, starts)`: `x * x` after a short wait, except that an item with a marker path
+    kills its worker process on the attempt that creates the marker (the first). Every attempt
+    first appends a line to the file `starts`."""
+    x, marker, starts = item
+    with open(starts, "a") as f:
+        f.write("start\n")
     if marker is not None:
         try:
             os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import synth
-from svd_dag.assets.training import with_data_source
+from svd_dag.assets.checkpoint_runs import with_data_source
 from svd_dag.catalog import Catalog
 from svd_dag.curation.datasets import MANIFEST_COLUMNS, DatasetPart, publish_dataset
 from svd_dag.curation.executor import LocalProcessExecutor

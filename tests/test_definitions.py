@@ -26,6 +26,29 @@ def test_loading_definitions_imports_no_heavy_library():
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
+SHARED_WIRING = {"common", "lineage_checks", "checkpoint_runs"}  # assets/ modules that are not a group's
+
+
+def test_group_modules_refer_to_each_other_by_asset_key_only():
+    """An assets/ group module imports only the shared wiring modules, never another group's
+    module (its assets are named by key in `deps`)."""
+    import ast
+    import pathlib
+
+    import svd_dag.assets
+
+    folder = pathlib.Path(svd_dag.assets.__file__).parent
+    groups = {p.stem for p in folder.glob("*.py")} - SHARED_WIRING - {"__init__"}
+    assert {"curation", "training", "finetunes"} <= groups
+    crossing = []
+    for name in sorted(groups):
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("svd_dag.assets."):
+                if node.module.removeprefix("svd_dag.assets.") not in SHARED_WIRING:
+                    crossing.append(f"{name} imports {node.module}")
+    assert crossing == []
+
+
 def test_the_executor_backend_is_chosen_by_configuration_alone(tmp_path):
     from dagster_ray import LocalRay
 

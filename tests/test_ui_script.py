@@ -40,14 +40,17 @@ def test_make_ui_serves_dagster_mlflow_and_rating_on_one_home_and_stops_all(tmp_
     env.update(SVD_DAG_HOME=str(tmp_path / "home"), DAGSTER_PORT=str(dagster_port), MLFLOW_PORT=str(mlflow_port),
                RATING_PORT=str(rating_port))
     # Started as `make ui` would be from a terminal job that ignores SIGINT (the inherited case).
-    script = subprocess.Popen(["bash", os.path.join(REPO, "scripts", "ui.sh")], cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    # Its output goes to a file, as a terminal takes it: a pipe nobody reads could block it.
+    log = tmp_path / "ui.log"
+    with open(log, "w") as out:
+        script = subprocess.Popen(["bash", os.path.join(REPO, "scripts", "ui.sh")], cwd=REPO, env=env,
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         deadline = time.time() + 180
         while time.time() < deadline and not (_answers(f"http://127.0.0.1:{dagster_port}/server_info")
                                               and _answers(f"http://127.0.0.1:{mlflow_port}/health")):
-            assert script.poll() is None, script.stdout.read()
+            assert script.poll() is None, log.read_text()
             time.sleep(1)
         assert _answers(f"http://127.0.0.1:{dagster_port}/server_info") and _answers(f"http://127.0.0.1:{mlflow_port}/health")
         with urllib.request.urlopen(f"http://127.0.0.1:{rating_port}/healthz", timeout=5) as r:
@@ -56,7 +59,12 @@ def test_make_ui_serves_dagster_mlflow_and_rating_on_one_home_and_stops_all(tmp_
         served = [p for p in psutil.Process(script.pid).children(recursive=True)]
         assert any("dagster" in " ".join(p.cmdline()) for p in served)
         script.send_signal(signal.SIGTERM)
-        script.wait(timeout=60)
+        try:
+            script.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            left = subprocess.run(["ps", "-o", "pid,pgid,stat,etime,args", "-s", str(script.pid), "--forest"],
+                                  capture_output=True, text=True).stdout
+            raise AssertionError(f"ui.sh still runs 60 s after SIGTERM:\n{left}\n{log.read_text()[-3000:]}") from None
         gone_by = time.time() + 30
         while time.time() < gone_by and any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in served):
             time.sleep(0.5)

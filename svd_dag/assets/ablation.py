@@ -21,7 +21,7 @@ from pydantic import Field
 from svd_dag.assets.common import link_metadata, md_table, retry_transient_errors, source_version
 from svd_dag.curation.datasets import MANIFEST_COLUMNS
 from svd_dag.assets.lineage_checks import lineage_check_results, lineage_check_specs
-from svd_dag.assets.training import TRAINING_CODE, StageConfig, checkpoint_metadata, train_checkpoint
+from svd_dag.assets.checkpoint_runs import TRAINING_CODE, StageConfig, checkpoint_metadata, train_checkpoint
 from svd_dag.evaluation.ablation import CRITERIA, LEVELS
 from svd_dag.evaluation.votes import canonical_model_id
 from svd_dag.resources import (CatalogResource, MlflowResource, ModelStoreResource, StorageResource,

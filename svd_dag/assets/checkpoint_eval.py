@@ -17,8 +17,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from svd_dag.assets.common import link_metadata, md_table, retry_transient_errors, source_version
-from svd_dag.assets.finetunes import i2v_checkpoint, interpolation_checkpoint, multiview_checkpoint, orbit_renders
-from svd_dag.assets.training import current_checkpoint, stage2_video_checkpoint, stage3_hq_checkpoint
+from svd_dag.assets.checkpoint_runs import current_checkpoint
 from svd_dag.curation.datasets import current_dataset
 from svd_dag.resources import CatalogResource, MlflowResource, ModelStoreResource, StorageResource
 
@@ -43,8 +42,8 @@ def _local_checkpoint(storage: StorageResource, uri: str, tmp: str) -> str:
     return local_folder(uri, os.path.join(tmp, uri.rstrip("/").rsplit("/", 1)[1]), storage.options())
 
 
-@dg.asset(group_name=GROUP, deps=["lvd_f_eval", stage2_video_checkpoint, stage3_hq_checkpoint, i2v_checkpoint,
-                                  interpolation_checkpoint],
+@dg.asset(group_name=GROUP, deps=["lvd_f_eval", "stage2_video_checkpoint", "stage3_hq_checkpoint", "i2v_checkpoint",
+                                  "interpolation_checkpoint"],
           code_version=source_version("evaluation/checkpoint_fvd.py", "evaluation/fvd.py", "evaluation/i3d.py"),
           pool="gpu", kinds={"pytorch", "mlflow"})
 @retry_transient_errors
@@ -152,7 +151,7 @@ class MultiviewEvalConfig(dg.Config):
     seed: int = 0
 
 
-@dg.asset(group_name=GROUP, deps=[multiview_checkpoint, orbit_renders],
+@dg.asset(group_name=GROUP, deps=["multiview_checkpoint", "orbit_renders"],
           code_version=source_version("evaluation/multiview_metrics.py", "sampling/generate.py"), pool="gpu",
           kinds={"pytorch", "mlflow"})
 @retry_transient_errors

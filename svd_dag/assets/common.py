@@ -75,10 +75,14 @@ def link_metadata(link: str) -> dg.MetadataValue:
     return dg.MetadataValue.url(link) if link.startswith(("http://", "https://")) else dg.MetadataValue.text(link)
 
 
-def md_table(rows: list[dict[str, Any]]) -> dg.MetadataValue:
+def md_table(rows: list[dict[str, Any]], total: int | None = None, table: str = "") -> dg.MetadataValue:
+    """A Markdown table of `rows`; with `total` above their number, a line says these are the first
+    of `total` and that `table` holds them all."""
     if not rows:
         return dg.MetadataValue.md("_none_")
     cols = list(rows[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    if total is not None and total > len(rows):
+        lines += ["", f"The first {len(rows):,} of {total:,}; `{table}` holds them all."]
     return dg.MetadataValue.md("\n".join(lines))

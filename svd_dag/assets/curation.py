@@ -10,7 +10,6 @@ datasets in `assets/datasets.py`; they meet by asset key.
 
 import dataclasses
 import json
-import time
 from typing import Literal, Optional
 
 import dagster as dg
@@ -18,7 +17,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from svd_dag.assets.common import md_table, retry_transient_errors, source_version, uri_metadata
-from svd_dag.catalog import Catalog, replace_table_on, table_names, upsert_on
+from svd_dag.catalog import Catalog, table_names, upsert_on
 from svd_dag.curation.datasets import json_digest, now, relation_digest
 from svd_dag.resources import CatalogResource, StorageResource, VideoExecutorResource
 
@@ -49,61 +48,32 @@ def raw_videos(context: dg.AssetExecutionContext, config: RawVideosConfig, raw_s
     `quarantine` table, so an auditor sees what was left out and why. `raw_video_history`
     keeps every file's past: a file that disappears gets a tombstone, one replaced in place
     keeps its old sha256 beside the new one (the old clips stay attributed to the old bytes).
-    Only new or changed files are read; what a run hashes is committed a batch at a time, so a
-    crash loses at most the batch in flight.
+    Only new or changed files are read, and which those are comes from the listing's sizes and
+    stamps joined against the previous inventory in the catalog: an unchanged file costs no
+    request. What a run hashes is committed a batch at a time, so a crash loses at most the
+    batch in flight.
     """
-    from svd_dag.curation.inventory import PROBES_TABLE, inventory_batches, inventory_version, to_table
-    from svd_dag.lineage.history import record_inventory_on
+    from svd_dag.curation.inventory import take_inventory
 
     store, cat = raw_storage.store(), catalog.catalog()
-    tables = cat.tables()
-    previous = {r["uri"]: r for r in cat.rows("SELECT * FROM raw_videos")} if "raw_videos" in tables else {}
-    if PROBES_TABLE in tables:  # what a run that did not finish had already hashed
-        previous.update({r["uri"]: r for r in cat.rows(f"SELECT * FROM {PROBES_TABLE}")})
-    uris = store.list_files()
-
-    last_log = [time.monotonic()]
-
-    def progress(done: int, total: int, hashed: int) -> None:
-        if done == total or time.monotonic() - last_log[0] >= 30:
-            last_log[0] = time.monotonic()
-            context.log.info(f"inventory: {done:,} / {total:,} files, {hashed:,} hashed and probed this run")
-
-    def commit_probes(fresh: list) -> None:
-        cat.upsert(PROBES_TABLE, to_table(fresh), ["uri"])
-
-    rows, hashed = inventory_batches(store, uris, previous, commit_probes, config.batch_files, config.threads, progress)
-    inventory = to_table(rows)
-
-    def commit(con):
-        replace_table_on(con, "raw_videos", inventory)
-        if PROBES_TABLE in table_names(con):
-            con.execute(f"DELETE FROM {PROBES_TABLE}")  # folded into raw_videos
-        return record_inventory_on(con, inventory, now())
-
-    changes = cat.write(commit)
+    done = take_inventory(store, cat, config.batch_files, config.threads, context.log)
+    changes, summary = done["changes"], done["summary"]
     for kind in ("replaced", "deleted"):
         if changes[kind]:
             context.log.warning(f"{changes[kind]} raw video(s) {kind} since the last inventory (raw_video_history)")
-    bad = [r for r in rows if r["status"] != "ok"]
-    cat.quarantine([{"uri": r["uri"], "sha256": r["sha256"], "stage": "raw_videos", "reason": r["reason"]} for r in bad])
-    cat.release_from_quarantine("raw_videos", [r["uri"] for r in rows if r["status"] == "ok"])
-    for r in bad:
-        context.log.warning(f"quarantined: {r['reason']}")
-    ok = [r for r in rows if r["status"] == "ok"]
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(inventory_version(rows)),
+        data_version=dg.DataVersion(done["version"]),
         metadata={
-            "dagster/row_count": len(rows),
-            "videos_ok": len(ok),
-            "hashed_this_run": hashed,
-            "quarantined": len(bad),
-            "total_bytes": sum(r["size_bytes"] for r in rows),
-            "total_hours": round(sum(r["duration_s"] or 0 for r in ok) / 3600, 4),
+            "dagster/row_count": summary["rows"],
+            "videos_ok": summary["ok"],
+            "hashed_this_run": done["hashed"],
+            "quarantined": summary["quarantined"],
+            "total_bytes": summary["total_bytes"],
+            "total_hours": round(summary["total_s"] / 3600, 4),
             "changes_since_last_inventory": dg.MetadataValue.json(changes),
             "raw_uri": uri_metadata(store.root),
             "catalog_table": f"{cat.path}::raw_videos",
-            "quarantined_files": md_table([{"uri": r["uri"], "reason": r["reason"]} for r in bad]),
+            "quarantined_files": md_table(summary["quarantined_files"], summary["quarantined"], "quarantine"),
         },
     )
 

@@ -8,19 +8,17 @@ run with its dataset and a logged model, and rows in the catalog's `checkpoints`
 """
 
 import hashlib
-import io
 import json
 from typing import Optional
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from svd_dag.assets.common import link_metadata, md_table, retry_transient_errors, source_version, uri_metadata
 from svd_dag.assets.lineage_checks import lineage_check_results, lineage_check_specs
-from svd_dag.assets.training import (TRAINING_CODE, StageConfig, TrainedCheckpoint, checkpoint_metadata,
-                                     current_checkpoint, hq_finetune_set, stage2_video_checkpoint, train_checkpoint)
+from svd_dag.assets.checkpoint_runs import (TRAINING_CODE, StageConfig, TrainedCheckpoint, checkpoint_metadata,
+                                            current_checkpoint, train_checkpoint)
 from svd_dag.curation.datasets import current_dataset
 from svd_dag.resources import (CatalogResource, MlflowResource, ModelStoreResource, StorageResource,
                                TrainingLauncherResource)
@@ -57,7 +55,7 @@ def _finetune(context, stage_key: str, config: StageConfig, dataset_asset: str, 
     return _materialize(trained, config, storage)
 
 
-@dg.asset(group_name=GROUP, deps=[stage2_video_checkpoint, hq_finetune_set, "clip_shards"], code_version=TRAINING_CODE,
+@dg.asset(group_name=GROUP, deps=["stage2_video_checkpoint", "hq_finetune_set", "clip_shards"], code_version=TRAINING_CODE,
           pool="gpu", kinds={"pytorch", "mlflow", "diffusers"}, check_specs=lineage_check_specs("i2v_checkpoint"))
 @retry_transient_errors
 def i2v_checkpoint(context: dg.AssetExecutionContext, config: I2vConfig, storage: StorageResource,
@@ -75,7 +73,7 @@ def i2v_checkpoint(context: dg.AssetExecutionContext, config: I2vConfig, storage
                      "stage2_video_checkpoint", storage, catalog, model_store, mlflow, launcher)
 
 
-@dg.asset(group_name=GROUP, deps=[i2v_checkpoint, hq_finetune_set, "clip_shards"], code_version=TRAINING_CODE,
+@dg.asset(group_name=GROUP, deps=[i2v_checkpoint, "hq_finetune_set", "clip_shards"], code_version=TRAINING_CODE,
           pool="gpu", kinds={"pytorch", "mlflow"}, check_specs=lineage_check_specs("interpolation_checkpoint"))
 @retry_transient_errors
 def interpolation_checkpoint(context: dg.AssetExecutionContext, config: FinetuneConfig, storage: StorageResource,
@@ -223,40 +221,32 @@ def camera_motion_loras(context: dg.AssetExecutionContext, config: FinetuneConfi
     Small safetensors files; load one onto the I2V model to steer its camera.
     """
     from svd_dag.curation.camera_motion import LABELS
+    from svd_dag.curation.datasets import DatasetPart, publish_dataset
     from svd_dag.training.config import STAGE_PRESETS
 
     cat, store = catalog.catalog(), storage.store()
     parent = current_checkpoint(cat, "i2v_checkpoint")
     base = current_dataset(cat, "lvd_f")
-    manifest = pq.read_table(io.BytesIO(store.read_bytes(base["manifest_uri"])))
+    labelled = ("SELECT * EXCLUDE (dataset_version) FROM lvd_f WHERE clip_id IN "
+                "(SELECT clip_id FROM camera_motion_labels WHERE label = ?) ORDER BY clip_id")
     adapters, summary, missing = {}, [], []
     for label in LABELS:
-        labelled = cat.query("SELECT clip_id FROM camera_motion_labels WHERE label = ?", [label]).column("clip_id").combine_chunks()
-        subset = manifest.filter(pa.compute.is_in(manifest.column("clip_id"), value_set=labelled))
-        ids = subset.column("clip_id").to_pylist()
-        if not ids:
+        if not cat.scalar(f"SELECT count(*) FROM ({labelled})", [label]):
             missing.append(label)
             summary.append({"label": label, "clips": 0, "adapter": "not trained: no clip has this label"})
             continue
-        version = hashlib.sha256(json.dumps([base["dataset_version"], label, sorted(ids)]).encode()).hexdigest()[:16]
-        buf = io.BytesIO()
-        pq.write_table(subset, buf)
-        uri = store.write_once(f"camera_motion_loras/{label}/{version}/manifest.parquet", buf.getvalue())
-        dataset = {"dataset_version": version, "manifest_uri": uri, "asset": f"lvd_f[camera={label}]"}
-        cat.upsert("dataset_versions", pa.Table.from_pylist([{
-            "dataset_version": version, "asset": f"camera_motion_loras:{label}", "manifest_uri": uri, "kept": len(ids),
-            "total": manifest.num_rows, "report": json.dumps({"parent": base["dataset_version"], "label": label,
-                                                              "parent_dataset_version": base["dataset_version"]}),
-            "created_at": _now(), "manifest_sha256": hashlib.sha256(buf.getvalue()).hexdigest()}]),
-            key=["dataset_version"])
-        cat.upsert("dataset_members", pa.Table.from_arrays(
-            [pa.array([version] * subset.num_rows), pa.array([f"camera_motion_loras:{label}"] * subset.num_rows),
-             subset.column("clip_id"), subset.column("video_sha256")],
-            names=["dataset_version", "asset", "clip_id", "video_sha256"]), key=["dataset_version", "clip_id"])
+        published = cat.write(lambda con: publish_dataset(
+            con, store, [DatasetPart(f"camera_motion_loras:{label}", labelled, [label])],
+            version_inputs={"parent": base["dataset_version"], "label": label},
+            report={"parent": base["dataset_version"], "parent_dataset_version": base["dataset_version"], "label": label},
+            folder=f"camera_motion_loras/{label}", total=base["kept"], make_current=False))
+        clips = published.rows[f"camera_motion_loras:{label}"]
+        dataset = {"dataset_version": published.version, "asset": f"lvd_f[camera={label}]",
+                   "manifest_uri": published.manifest_uris[f"camera_motion_loras:{label}"]}
         trained = train_checkpoint(context, "camera_lora", config, dataset, parent, storage, catalog, model_store,
                                    mlflow, launcher, variant=label)
         adapters[label] = trained
-        summary.append({"label": label, "clips": len(ids), "adapter": f"{trained.checkpoint_uri}/adapter"})
+        summary.append({"label": label, "clips": clips, "adapter": f"{trained.checkpoint_uri}/adapter"})
     if not adapters:  # nothing to train on: say so (the check fails) rather than fail the whole run
         context.log.warning("no lvd_f clip carries a camera label (static, horizontal_pan, zoom): no adapter trained")
         return dg.MaterializeResult(

@@ -6,12 +6,10 @@ annotators do not re-score, so a weekly run costs what is new.
 """
 
 
-import hashlib
-import json
-
 import dagster as dg
 
 from svd_dag.resources import StorageResource
+from svd_dag.storage import listing_fingerprint
 
 recuration_job = dg.define_asset_job(
     "recuration",
@@ -37,12 +35,9 @@ weekly_recuration = dg.ScheduleDefinition(
 )
 def new_raw_video_sensor(context: dg.SensorEvaluationContext, raw_storage: StorageResource):
     store = raw_storage.store()
-    listing = []
-    for uri in store.list_files():
-        info = store.fs.info(uri)
-        listing.append([uri, int(info.get("size") or 0), str(info.get("ETag") or info.get("mtime") or "")])
-    fingerprint = hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
+    listing = store.list_files_detailed()  # one LIST, no request per file
+    fingerprint = listing_fingerprint(listing)
     if context.cursor == fingerprint:
-        return dg.SkipReason(f"no change under {store.root} ({len(listing)} files)")
+        return dg.SkipReason(f"no change under {store.root} ({listing.num_rows:,} files)")
     context.update_cursor(fingerprint)
-    return dg.RunRequest(run_key=fingerprint, tags={"svd_dag/raw_files": str(len(listing))})
+    return dg.RunRequest(run_key=fingerprint, tags={"svd_dag/raw_files": str(listing.num_rows)})

@@ -28,10 +28,11 @@ CREATE TABLE IF NOT EXISTS clip_history (
 OPEN = "deleted_at IS NULL AND replaced_at IS NULL"
 
 
-def record_inventory_on(con: duckdb.DuckDBPyConnection, inventory: pa.Table, now: dt.datetime) -> dict[str, int]:
-    """Fold one inventory (uri, sha256, size_bytes) into the history; returns counts of what changed."""
+def record_inventory_on(con: duckdb.DuckDBPyConnection, inventory: str, now: dt.datetime) -> dict[str, int]:
+    """Fold one inventory (a relation with uri, sha256, size_bytes) into the history; returns
+    counts of what changed."""
     con.execute(RAW_HISTORY_DDL)
-    con.register("inventory_now", inventory.select(["uri", "sha256", "size_bytes"]))
+    con.execute(f"CREATE OR REPLACE TEMP VIEW inventory_now AS SELECT uri, sha256, size_bytes FROM {inventory}")
     try:
         replaced_where = (f"FROM raw_video_history h, inventory_now i WHERE h.uri = i.uri AND h.{OPEN} "
                           "AND h.sha256 IS DISTINCT FROM i.sha256")
@@ -51,7 +52,7 @@ def record_inventory_on(con: duckdb.DuckDBPyConnection, inventory: pa.Table, now
         con.execute(f"INSERT INTO raw_video_history SELECT i.uri, i.sha256, i.size_bytes, $now, $now, NULL, NULL, "
                     f"NULL {added_where}", {"now": now})
     finally:
-        con.unregister("inventory_now")
+        con.execute("DROP VIEW IF EXISTS inventory_now")
     return {"new": added - replaced, "replaced": replaced, "deleted": deleted}
 
 

@@ -66,8 +66,16 @@ class TrainingLauncherResource(dg.ConfigurableResource):
     def total_processes(self) -> int:
         return self.num_processes * self.num_machines
 
+    @property
+    def direct(self) -> bool:
+        """One process on this machine: started as plain `python -m`, with the environment
+        `accelerate launch` would give it (the launcher process would only cost its ~5 s start)."""
+        return self.backend != "k8s" and self.total_processes == 1
+
     def command(self, config_uri: str, machine_rank: int = 0, port: int | None = None) -> list[str]:
         """The launch of one machine (`machine_rank`) of the run whose config is at `config_uri`."""
+        if self.direct:
+            return [sys.executable, "-m", "svd_dag.training.train", "--config", config_uri]
         accelerate = "accelerate" if self.backend == "k8s" else os.path.join(os.path.dirname(sys.executable),
                                                                                "accelerate")
         cmd = [accelerate, "launch", "--num_machines", str(self.num_machines), "--mixed_precision",
@@ -83,6 +91,9 @@ class TrainingLauncherResource(dg.ConfigurableResource):
         cores = int(float(self.cpu_request)) if self.backend == "k8s" else (os.cpu_count() or 1)
         threads = self.threads_per_process or max(1, cores // self.num_processes)
         env = {"OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+        if self.direct:  # what `accelerate launch` sets for one process (accelerate.utils.launch)
+            env.update(ACCELERATE_MIXED_PRECISION=self.mixed_precision, ACCELERATE_DYNAMO_BACKEND="NO",
+                       ACCELERATE_USE_CPU="False")
         if self.s3_endpoint_url:  # the run config and state are read from the storage root
             env["SVD_DAG_S3_ENDPOINT_URL"] = self.s3_endpoint_url
         return env
