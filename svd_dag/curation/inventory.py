@@ -157,7 +157,7 @@ def inventory_version(con: duckdb.DuckDBPyConnection, relation: str) -> str:
 
 
 def take_inventory(store: Store, cat: Catalog, batch_files: int = 256, threads: int = 8,
-                   log: logging.Logger | Any = logging.getLogger(__name__), log_every_s: float = 30) -> dict[str, Any]:
+                   log: Any = logging.getLogger(__name__), log_every_s: float = 30) -> dict[str, Any]:
     """Inventory the root of `store` into `raw_videos` of `cat`: list it, read what is new or
     changed (committed a batch at a time), then fold, record the history and follow the
     quarantine in one transaction. `log` has `.info` and `.warning` (a Logger, Dagster's log).
