@@ -92,6 +92,18 @@ KEEP_ALL = {"motion_remove": 0.0, "aesthetics_remove": 0.0, "caption_similarity_
 LVD_F_SESSION = {**KEEP_ALL, "eval_fraction": 0.4, "eval_seed": "eval-19"}
 
 
+def reset_signals(*ignored: int) -> None:
+    """`preexec_fn` of a server or script a test starts: SIGINT, SIGTERM and SIGQUIT at their
+    defaults, then the `ignored` ones ignored. This pytest may hold them ignored: one started in
+    the background by a script ignores SIGINT, and Dagster's execute_in_process gives SIGTERM
+    whatever SIGINT's handler is when it returns, so after the session's first in-process run
+    SIGTERM is ignored too, and a child would inherit that (a shell cannot even trap it)."""
+    import signal
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+        signal.signal(s, signal.SIG_IGN if s in ignored else signal.SIG_DFL)
+
+
 def run_config(**per_asset) -> dict:
     return {"ops": {name: {"config": cfg} for name, cfg in per_asset.items()}}
 
@@ -247,7 +259,8 @@ def mlflow_server(tmp_path_factory):
     proc = subprocess.Popen([mlflow, "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                              "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
                              "--port", str(port), "--workers", "1"],
-                            stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=reset_signals)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):

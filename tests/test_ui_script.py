@@ -12,7 +12,7 @@ import urllib.request
 import psutil
 
 import rating_fixtures
-from conftest import _free_port
+from conftest import _free_port, reset_signals
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,13 +39,14 @@ def test_make_ui_serves_dagster_mlflow_and_rating_on_one_home_and_stops_all(tmp_
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SVD_DAG_", "DAGSTER_", "MLFLOW_"))}
     env.update(SVD_DAG_HOME=str(tmp_path / "home"), DAGSTER_PORT=str(dagster_port), MLFLOW_PORT=str(mlflow_port),
                RATING_PORT=str(rating_port))
-    # Started as `make ui` would be from a terminal job that ignores SIGINT (the inherited case).
+    # Started as `make ui` would be from a terminal job that ignores SIGINT (the inherited case),
+    # with SIGTERM at its default whatever this pytest holds (see reset_signals).
     # Its output goes to a file, as a terminal takes it: a pipe nobody reads could block it.
     log = tmp_path / "ui.log"
     with open(log, "w") as out:
         script = subprocess.Popen(["bash", os.path.join(REPO, "scripts", "ui.sh")], cwd=REPO, env=env,
                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+                                  preexec_fn=lambda: reset_signals(signal.SIGINT))
     try:
         deadline = time.time() + 180
         while time.time() < deadline and not (_answers(f"http://127.0.0.1:{dagster_port}/server_info")

@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 from conftest import _free_port as free_port
+from conftest import reset_signals
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/lib/chromium/chromium"
@@ -119,11 +120,6 @@ def materialize(env: dict[str, str], job: str, run_config: dict, log: Path, time
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _reset_signals():  # runs in the child before exec: signals ignored by our parent are not ignored there
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
-        signal.signal(s, signal.SIG_DFL)
-
-
 class LoopbackServer:
     """A server command on 127.0.0.1:<free port>, in its own session with SIGINT/SIGTERM reset,
     its output in `log`, stopped by its process group (`stop_signal`, then SIGKILL)."""
@@ -145,7 +141,7 @@ class LoopbackServer:
     def __enter__(self):
         self.proc = subprocess.Popen(self.command(), cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL,
                                      stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=_reset_signals)
+                                     preexec_fn=reset_signals)
         try:
             self.wait_ready(time.monotonic() + 180)
         except BaseException:
