@@ -3,6 +3,7 @@ request per file and Python rows per file (before), same root, same previous inv
 
     .venv/bin/python benchmarks/inventory.py --files 10000,100000,1000000
     .venv/bin/python benchmarks/inventory.py --files 1000,10000 --s3    # moto's S3 server on 127.0.0.1
+    .venv/bin/python benchmarks/inventory.py --files 100000,1000000 --paths now,dagster --listing
 
 The scenario is the scheduled re-curation: a root of N files that a previous inventory already
 holds, plus 1% new files that landed since. The N files are tiny and their previous inventory
@@ -19,6 +20,11 @@ process and its children every 50 ms, is its own):
 - dagster: the `raw_videos` asset materialized in process, as the UI would.
 
 Both must end with the same raw_videos rows (a digest of every row, checked here).
+
+`--listing` adds the listing alone, each in a child process of its own: fsspec's `find(detail=True)`
+turned into the table (what `Store.list_files_detailed` did before), against the streamed listing
+(`Store.iter_listing` batches, then one sort). Both must give the same table (its fingerprint).
+`--paths` picks which inventory paths run (the old one needs ~5 KB per file).
 """
 
 from __future__ import annotations
@@ -131,6 +137,35 @@ def inventory_before(store, cat) -> None:
     cat.write(commit)
 
 
+def listing_by_find(store):
+    """`Store.list_files_detailed` before the streamed listing (kept here as the baseline)."""
+    import pyarrow as pa
+
+    from svd_dag.storage import LISTING_SCHEMA, modified_stamp
+
+    found = store.fs.find(store.root, detail=True)
+    names = sorted(found)
+    return pa.table({"uri": [store.full_uri(n) for n in names],
+                     "size_bytes": [int(found[n].get("size") or 0) for n in names],
+                     "modified": [modified_stamp(found[n]) for n in names]}, schema=LISTING_SCHEMA)
+
+
+def run_listing_child(raw: str, how: str) -> dict:
+    from scale import PeakRss
+
+    from svd_dag.storage import Store, listing_fingerprint
+
+    store = Store(raw)
+    with PeakRss() as idle:
+        time.sleep(0.2)
+    with PeakRss() as rss:
+        t = time.perf_counter()
+        listing = listing_by_find(store) if how == "list-find" else store.list_files_detailed()
+        seconds = time.perf_counter() - t
+    return {"how": how, "seconds": seconds, "peak_rss_mb": rss.mb, "idle_rss_mb": idle.mb,
+            "table_mb": listing.nbytes / 2**20, "rows": listing.num_rows, "digest": listing_fingerprint(listing)}
+
+
 def run_child(home: str, raw: str, how: str) -> dict:
     from scale import PeakRss, timed_materialize
 
@@ -181,42 +216,76 @@ def main() -> None:
     ap.add_argument("--files", default="10000,100000")
     ap.add_argument("--s3", action="store_true", help="the root on moto's S3 server on 127.0.0.1")
     ap.add_argument("--child", nargs=3, metavar=("HOME", "RAW", "HOW"), help=argparse.SUPPRESS)
+    ap.add_argument("--paths", default="before,now,dagster", help="inventory paths to run (comma-separated)")
+    ap.add_argument("--listing", action="store_true", help="also the listing alone: fsspec find vs streamed")
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(run_child(*args.child)))
+        home, raw, how = args.child
+        print(json.dumps(run_listing_child(raw, how) if how.startswith("list-") else run_child(home, raw, how)))
         return
-    rows = []
+    paths = [p for p in args.paths.split(",") if p]
+    rows, listings = [], []
     for n in [int(float(x)) for x in args.files.split(",")]:
         with tempfile.TemporaryDirectory(prefix="inventory-") as tmp:
             raw, server = _raw_root(args, tmp, n)
             try:
                 built = build(raw, n)
+                if args.listing:
+                    listed = {how: child(tmp, raw, how, n) for how in ("list-find", "list-stream")}
+                    if len({(r["digest"], r["rows"]) for r in listed.values()}) != 1:
+                        sys.exit(f"files={n}: the two listings differ: {listed}")
+                    listings.append({"files": n, **listed})
+                    print(json.dumps(listings[-1]), flush=True)
                 runs = {}
-                for how in ("before", "now", "dagster"):
-                    home = os.path.join(tmp, f"home-{how}")
-                    seed_previous(home, raw)
-                    done = subprocess.run([sys.executable, __file__, "--child", home, raw, how],
-                                          capture_output=True, text=True, env=os.environ)
-                    if done.returncode != 0:
-                        sys.exit(f"files={n} {how}: failed\n{done.stderr[-3000:]}")
-                    runs[how] = json.loads(done.stdout.strip().splitlines()[-1])
+                for how in paths:
+                    seed_previous(os.path.join(tmp, f"home-{how}"), raw)
+                    runs[how] = child(tmp, raw, how, n)
             finally:
                 if server is not None:
                     server.stop()
-            if len({(r["digest"], r["quarantined"]) for r in runs.values()}) != 1:
-                sys.exit(f"files={n}: the two inventories differ: {runs}")
+            if len({(r["digest"], r["quarantined"]) for r in runs.values()}) > 1:
+                sys.exit(f"files={n}: the inventories differ: {runs}")
             rows.append({"files": n, "new": max(1, n // 100), **built, "runs": runs})
             print(json.dumps(rows[-1]), flush=True)
     where = "moto S3 on 127.0.0.1" if args.s3 else "local disk"
     print(f"\nroot: {where}; 1% new files; previous inventory rows synthetic")
-    print("| files | before s | now s | speed-up | dagster s | before peak RSS MB | now peak RSS MB | "
-          "listing alone s | now us/file | same rows |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
+    print_inventory_table(rows, paths)
+    if listings:
+        print_listing_table(listings)
+
+
+def child(tmp: str, raw: str, how: str, n: int) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--child", os.path.join(tmp, f"home-{how}"), raw, how],
+                          capture_output=True, text=True, env=os.environ)
+    if done.returncode != 0:
+        sys.exit(f"files={n} {how}: failed\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_inventory_table(rows: list[dict], paths: list[str]) -> None:
+    cells = [(f"{p} s", lambda r, p=p: f"{r['runs'][p]['seconds']:.2f}") for p in paths]
+    if "before" in paths and "now" in paths:
+        cells.append(("speed-up", lambda r: f"{r['runs']['before']['seconds'] / r['runs']['now']['seconds']:.1f}x"))
+    cells += [(f"{p} peak RSS MB", lambda r, p=p: f"{r['runs'][p]['peak_rss_mb']:.0f}") for p in paths if p != "dagster"]
+    if "now" in paths:
+        cells += [("listing alone s", lambda r: f"{r['runs']['now']['listing_s']:.2f}"),
+                  ("now us/file", lambda r: f"{r['runs']['now']['seconds'] / r['files'] * 1e6:.1f}")]
+    print("| files | " + " | ".join(c[0] for c in cells) + " | same rows |")
+    print("|---:|" + "---:|" * len(cells) + ":---:|")
     for r in rows:
-        b, w, d = r["runs"]["before"], r["runs"]["now"], r["runs"]["dagster"]
-        print(f"| {r['files']:,} | {b['seconds']:.2f} | {w['seconds']:.2f} | {b['seconds'] / w['seconds']:.1f}x | "
-              f"{d['seconds']:.2f} | {b['peak_rss_mb']:.0f} | {w['peak_rss_mb']:.0f} | {w['listing_s']:.2f} | "
-              f"{w['seconds'] / r['files'] * 1e6:.1f} | yes |")
+        print(f"| {r['files']:,} | " + " | ".join(c[1](r) for c in cells) + " | yes |")
+
+
+def print_listing_table(listings: list[dict]) -> None:
+    print("\nthe listing alone (same table from both, fingerprint checked)")
+    print("| files | find s | streamed s | find peak RSS MB | streamed peak RSS MB | above idle, find KB/file | "
+          "above idle, streamed KB/file | table MB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in listings:
+        f, s = r["list-find"], r["list-stream"]
+        per = lambda x: (x["peak_rss_mb"] - x["idle_rss_mb"]) * 1024 / r["files"]  # noqa: E731
+        print(f"| {r['files']:,} | {f['seconds']:.2f} | {s['seconds']:.2f} | {f['peak_rss_mb']:.0f} | "
+              f"{s['peak_rss_mb']:.0f} | {per(f):.2f} | {per(s):.2f} | {s['table_mb']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import fsspec
 import pyarrow as pa
@@ -32,6 +32,7 @@ def s3_options_from_env(env: dict[str, str] | None = None) -> dict[str, Any]:
 
 
 LISTING_SCHEMA = pa.schema([("uri", pa.string()), ("size_bytes", pa.int64()), ("modified", pa.string())])
+LISTING_BATCH_ROWS = 65536  # rows of a listing held as Python values at once
 
 PUBLISHED = ".published"  # an S3 folder's last object: its file listing; without it the folder is unfinished
 
@@ -232,21 +233,30 @@ class Store:
 
     def list_files(self) -> list[str]:
         """Every file under the root, as full URIs, sorted (the inventory is deterministic)."""
-        return sorted(self.full_uri(p) for p in self._find(detail=False))
+        return self.list_files_detailed().column("uri").to_pylist()
 
     def list_files_detailed(self) -> pa.Table:
-        """`list_files` with each file's size and modification stamp (LISTING_SCHEMA), all from
-        the listing itself: no request per file, so a bucket of 10^6 videos is one paged LIST."""
-        found = self._find(detail=True)
-        names = sorted(found)
-        return pa.table({"uri": [self.full_uri(n) for n in names],
-                         "size_bytes": [int(found[n].get("size") or 0) for n in names],
-                         "modified": [modified_stamp(found[n]) for n in names]}, schema=LISTING_SCHEMA)
+        """Every file under the root, sorted by URI, with its size and modification stamp
+        (LISTING_SCHEMA), all from the listing itself: no request per file, so a bucket of 10^6
+        videos is one paged LIST. What it holds is the Arrow table (~100 bytes a file)."""
+        return pa.Table.from_batches(list(self.iter_listing()), schema=LISTING_SCHEMA).sort_by("uri")
 
-    def _find(self, detail: bool):
+    def iter_listing(self, batch_rows: int = LISTING_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        """The files under the root as LISTING_SCHEMA batches, in the order the listing arrives
+        (a page of the LIST on S3, a folder's entries on disk). Unlike fsspec's `find`, which
+        holds an info dict per file for the whole bucket (~1.7 KB each) and leaves them in s3fs's
+        listings cache of a filesystem instance that lives as long as the process (the sensor's
+        daemon), only `batch_rows` files are Python objects at a time."""
         if not self.fs.exists(self.root):
             raise FileNotFoundError(f"raw video root does not exist: {self.root}")
-        return self.fs.find(self.root, detail=detail)
+        if self.is_local:
+            entries = _local_entries(self.root)
+        elif self.protocol == "s3" and hasattr(self.fs, "_iterdir"):
+            entries = _s3_entries(self.fs, self.root)
+        else:
+            found = self.fs.find(self.root, detail=True)
+            entries = ((self.full_uri(n), int(i.get("size") or 0), modified_stamp(i)) for n, i in found.items())
+        yield from _listing_batches(entries, batch_rows)
 
     def full_uri(self, path: str) -> str:
         """A path as fsspec lists it (no scheme on S3) as a full URI."""
@@ -256,6 +266,65 @@ class Store:
     def local_path(self, uri: str) -> str | None:
         """A path the OS can open directly, or None when the file is remote."""
         return self.uri(uri) if self.is_local else None
+
+
+def _listing_batches(entries: Iterable[tuple[str, int, str]], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    batch: list[tuple[str, int, str]] = []
+    for entry in entries:
+        batch.append(entry)
+        if len(batch) >= batch_rows:
+            yield pa.RecordBatch.from_arrays([pa.array(c) for c in zip(*batch)], schema=LISTING_SCHEMA)
+            batch = []
+    if batch:
+        yield pa.RecordBatch.from_arrays([pa.array(c) for c in zip(*batch)], schema=LISTING_SCHEMA)
+
+
+def _local_entries(root: str) -> Iterator[tuple[str, int, str]]:
+    """(path, size, stamp) of every file under `root`, one folder's scandir at a time. Size and
+    stamp are those `fs.info(path)` reports (a symbolic link: its target's), so an unchanged file
+    compares equal to what its inventory row recorded; a link to a folder is listed as a file
+    (as fsspec lists it) and is quarantined when read."""
+    folders = [root]
+    while folders:
+        try:
+            scan = os.scandir(folders.pop())
+        except (FileNotFoundError, NotADirectoryError):  # removed while the listing ran
+            continue
+        with scan:
+            for entry in scan:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+                        continue
+                    st = entry.stat(follow_symlinks=True)
+                except FileNotFoundError:
+                    if not entry.is_symlink():
+                        continue  # removed while the listing ran
+                    st = entry.stat(follow_symlinks=False)  # a dangling link: listed, quarantined when read
+                yield entry.path, int(st.st_size), str(st.st_mtime)
+
+
+def _s3_entries(fs: Any, root: str, page: int = 1000) -> Iterator[tuple[str, int, str]]:
+    """(uri, size, stamp) of every object under the prefix `root`, a LIST page at a time, through
+    s3fs's own paged iterator (its retries per page, its version handling); folder markers
+    (keys ending in "/") are not files."""
+    from fsspec.asyn import sync
+
+    bucket, key, _ = fs.split_path(root)
+    objects = fs._iterdir(bucket, delimiter="", prefix=f"{key.rstrip('/')}/" if key else "")
+
+    async def next_page() -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        async for info in objects:
+            out.append(info)
+            if len(out) >= page:
+                break
+        return out
+
+    while infos := sync(fs.loop, next_page):
+        for info in infos:
+            if info.get("type") == "file" and not info["name"].endswith("/"):
+                yield f"s3://{info['name']}", int(info.get("size") or 0), modified_stamp(info)
 
 
 def modified_stamp(info: dict[str, Any]) -> str:

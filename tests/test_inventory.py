@@ -32,8 +32,15 @@ def test_the_listing_gives_the_size_and_stamp_a_read_of_the_file_sees(where, tmp
         store = Store(str(tmp_path / "raw"))
         os.makedirs(store.root)
     _write_raw(store, tmp_path)
+    if where == "local":  # a link is listed with its target's size and stamp, as fs.info reports them
+        os.symlink(store.uri("a.mp4"), store.uri("sub/link.mp4"))
     listing = store.list_files_detailed()
-    assert listing.column("uri").to_pylist() == store.list_files() and listing.num_rows == 3
+    found = store.fs.find(store.root)  # fsspec's own recursive listing, the reference
+    assert listing.column("uri").to_pylist() == sorted(store.full_uri(p) for p in found) == store.list_files()
+    assert listing.num_rows == (4 if where == "local" else 3)
+    # streamed in batches of any size, the same files
+    assert sorted(u for b in store.iter_listing(batch_rows=2) for u in b.column("uri").to_pylist()) == \
+        listing.column("uri").to_pylist()
     for uri, size, stamp in zip(*(listing.column(c).to_pylist() for c in ("uri", "size_bytes", "modified"))):
         info = store.fs.info(uri)  # what inventory_one records for the bytes it hashes
         assert (size, stamp) == (int(info["size"]), modified_stamp(info)) and stamp, uri

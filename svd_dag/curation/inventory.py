@@ -90,31 +90,37 @@ def _known_sql(con: duckdb.DuckDBPyConnection) -> str | None:
     return " UNION ALL ".join(parts) or None
 
 
-def files_to_read(con: duckdb.DuckDBPyConnection, listing: pa.Table) -> list[str]:
-    """The listed files whose (size, stamp) no earlier run hashed: new, changed, or never read."""
+def files_to_read(con: duckdb.DuckDBPyConnection, listing: pa.Table) -> pa.ChunkedArray:
+    """The listed files whose (size, stamp) no earlier run hashed: new, changed, or never read.
+    An Arrow column, not Python strings: a first inventory of 10^6 files would otherwise hold
+    ~130 MB of them (here it is the listing's own column, no copy)."""
     known = _known_sql(con)
     if known is None:
-        return listing.column("uri").to_pylist()
+        return listing.column("uri")
     con.register(LISTING, listing)
     try:
-        return [r[0] for r in con.execute(f"""
+        return con.execute(f"""
             WITH known AS ({known})
             SELECT l.uri FROM {LISTING} l LEFT JOIN known k ON k.uri = l.uri
             WHERE k.uri IS NULL OR k.sha256 IS NULL OR k.size_bytes IS DISTINCT FROM l.size_bytes
                OR k.modified IS DISTINCT FROM l.modified
-            ORDER BY l.uri""").fetchall()]
+            ORDER BY l.uri""").fetch_arrow_table().column("uri")
     finally:
         con.unregister(LISTING)
 
 
-def inventory_batches(store: Store, uris: Sequence[str], commit: Callable[[list], None], batch_files: int = 256,
-                      threads: int = 8, progress: Callable[[int, int], None] = lambda done, total: None) -> int:
-    """Hash and probe `uris`, `batch_files` at a time (`threads` files at once); each batch's rows
-    go to `commit` before the next batch starts. Returns how many files were read."""
+def inventory_batches(store: Store, uris: Sequence[str] | pa.ChunkedArray, commit: Callable[[list], None],
+                      batch_files: int = 256, threads: int = 8,
+                      progress: Callable[[int, int], None] = lambda done, total: None) -> int:
+    """Hash and probe `uris` (strings, or an Arrow column of them), `batch_files` at a time
+    (`threads` files at once); each batch's rows go to `commit` before the next batch starts.
+    Returns how many files were read."""
     step, done = max(1, batch_files), 0
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for lo in range(0, len(uris), step):
-            part = list(pool.map(lambda u: inventory_row(store, u), uris[lo:lo + step]))
+            batch = uris[lo:lo + step]
+            batch = batch.to_pylist() if isinstance(batch, (pa.Array, pa.ChunkedArray)) else batch
+            part = list(pool.map(lambda u: inventory_row(store, u), batch))
             commit(part)
             done += len(part)
             progress(done, len(uris))
