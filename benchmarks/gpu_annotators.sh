@@ -13,7 +13,9 @@
 #
 # This script installs the wheels into $SITE_DIR (no index, no deps), puts it and the repo on
 # PYTHONPATH, and runs the benchmark with the CRAFT transport weights; extra arguments go to
-# gpu_annotators.py. PYTHON, SITE_DIR and WHEELS may be overridden (the CPU smoke test does).
+# gpu_annotators.py. PYTHON, SITE_DIR and WHEELS may be overridden: with wheels for this machine's
+# Python in WHEELS, `PYTHON=.venv/bin/python bash benchmarks/gpu_annotators.sh --cpu-smoke` tries
+# the whole path here (CPU, tiny counts, ~3.5 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

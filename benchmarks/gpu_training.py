@@ -726,7 +726,7 @@ def section_resume(args, rep: Report, clock: Clock) -> None:
     full = not args.smoke
     deadline = clock.deadline(max(30.0, clock.left() - 5.0))
     missing = []
-    for mod in ("av", "dagster_pipes", "scenedetect", "pyarrow"):
+    for mod in ("av", "dagster_pipes", "pyarrow"):
         try:
             __import__(mod)
         except ImportError as exc:

@@ -7,26 +7,25 @@
 #
 # The device machine has torch, transformers, accelerate, peft, opencv, timm, pyarrow, fsspec and
 # (assumed from its package list, checked below before anything runs) huggingface_hub, safetensors,
-# regex, requests, filelock, Pillow, numpy, click; not diffusers, PyAV, scenedetect or dagster-pipes,
-# and nothing can be installed there from a registry. Those four travel as wheels in
+# regex, requests, filelock, Pillow, numpy, click; not diffusers, PyAV or dagster-pipes, and
+# nothing can be installed there from a registry. Those three travel as wheels in
 # benchmarks/wheels/training/ (git-ignored through benchmarks/wheels/; name that folder in the
 # run's `carry`), made here with:
 #
 #   .venv/bin/pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any \
-#       -d benchmarks/wheels/training diffusers==0.42.1 scenedetect==0.7.2 dagster-pipes==1.13.27
+#       -d benchmarks/wheels/training diffusers==0.42.1 dagster-pipes==1.13.27
 #   .venv/bin/pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 -d benchmarks/wheels/training av==18.1.0
 #
 # (the versions of requirements/lock.txt; av's wheel is cp311-abi3 manylinux_2_28, ~36 MB, which is
-# why it needs its own platform tag; all four come to ~41 MB, under the 64 MiB a call may carry).
+# why it needs its own platform tag; the three come to ~40 MB, under the 64 MiB a call may carry).
 # Why each is needed: diffusers for every section (the UNets, the VAE, EMAModel, the SVD pipeline;
 # its own needs importlib_metadata (stdlib on 3.12), filelock, huggingface-hub>=1.32 (the device has
-# 1.33), numpy, regex, requests, safetensors>=0.8, Pillow are there); av, scenedetect and
-# dagster-pipes only for section 2 (svd_dag.training.data imports PyAV and, through
-# svd_dag.curation.shards, scenedetect at module level; train.main opens Dagster Pipes on the main
-# process). scenedetect's platformdirs is not needed to import it. Without them section 2 is skipped
-# and sections 1 and 3 still run.
+# 1.33), numpy, regex, requests, safetensors>=0.8, Pillow are there); av and dagster-pipes only
+# for section 2 (svd_dag.training.data imports PyAV at module level, through
+# svd_dag.curation.shards; train.main opens Dagster Pipes on the main process). The trainer does not
+# import scenedetect. Without them section 2 is skipped and sections 1 and 3 still run.
 #
 # They sit in their own subfolder because benchmarks/wheels/ already holds the annotator wheels and
 # CRAFT weights (45 MiB; gpu_annotators.sh installs every *.whl directly in it): carry only
@@ -61,7 +60,7 @@ required = {  # every section
     "numpy": "the device image", "cv2": "the device image (opencv)",
 }
 section2 = {
-    "av": "PyAV: the trainer decodes clips with it", "scenedetect": "svd_dag.training.data imports it via curation.shards",
+    "av": "PyAV: the trainer decodes clips with it",
     "dagster_pipes": "train.main opens Dagster Pipes", "pyarrow": "manifests and clip usage", "fsspec": "svd_dag.storage",
 }
 bad, missing2 = [], []
